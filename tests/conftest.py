@@ -1,0 +1,28 @@
+"""Test configuration: Triton runs through its interpreter on machines without a CUDA GPU.
+
+``TRITON_INTERPRET`` must be set before triton is first imported, so it is set here, before any
+test module imports the package. Tests marked ``gpu`` are skipped without a CUDA device.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
