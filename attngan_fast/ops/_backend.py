@@ -110,7 +110,16 @@ def available_backends(op: str, device: torch.device | str = "cpu") -> list[str]
 
 
 def resolve_backend(op: str, requested: str | None, device: torch.device) -> str:
-    """Pick the backend for one call: argument > ``ATTNGAN_FAST_BACKEND`` > automatic."""
+    """Pick the backend for one call: argument > ``ATTNGAN_FAST_BACKEND`` > automatic.
+
+    Under ``torch.compile`` the choice is made once, while tracing, and baked into the graph.
+    """
+    return _resolve(op, requested, device.type)
+
+
+@torch.compiler.assume_constant_result
+def _resolve(op: str, requested: str | None, device_type: str) -> str:
+    device = torch.device(device_type)
     name = requested if requested is not None else os.environ.get(ENV_VAR, "auto")
     name = name.strip().lower()
     if name == "auto":
