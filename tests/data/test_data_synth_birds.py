@@ -1,0 +1,135 @@
+"""SynthBirds: determinism, the CUB layout, captions true to the drawn colours, speed."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections import Counter
+
+import pytest
+from PIL import Image
+
+from attngan_fast.data.synth_birds import (
+    BEAK_LENGTHS,
+    CAPTIONS_PER_IMAGE,
+    COLOURS,
+    PALETTE,
+    PARTS,
+    SIZE_WORDS,
+    class_id,
+    load_synth_attributes,
+    make_synth_birds,
+)
+from attngan_fast.data.vocab import tokenize
+
+PART_WORDS = {
+    "crown": {"crown"},
+    "body": {"body", "bird"},
+    "belly": {"belly", "breast"},
+    "wing": {"wings", "wing"},
+    "tail": {"tail"},
+    "beak": {"beak", "bill"},
+}
+
+
+def _files(root):
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in files}
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    a = _files(make_synth_birds(tmp_path / "a", 6, 2, seed=7, image_size=96))
+    b = _files(make_synth_birds(tmp_path / "b", 6, 2, seed=7, image_size=96))
+    c = _files(make_synth_birds(tmp_path / "c", 6, 2, seed=8, image_size=96))
+    assert a == b
+    assert a.keys() != c.keys() or any(a[k] != c[k] for k in a)
+    texts_a = sorted(v for k, v in a.items() if k.startswith("text/"))
+    texts_c = sorted(v for k, v in c.items() if k.startswith("text/"))
+    assert texts_a != texts_c
+
+
+def test_layout_is_written_like_cub(synth_root):
+    cub = synth_root / "CUB_200_2011"
+    images = [line.split() for line in (cub / "images.txt").read_text().splitlines()]
+    boxes = [line.split() for line in (cub / "bounding_boxes.txt").read_text().splitlines()]
+    assert len(images) == len(boxes) == 32
+    assert [i for i, _ in images] == [b[0] for b in boxes] == [str(n) for n in range(1, 33)]
+    train = pickle.loads((synth_root / "train" / "filenames.pickle").read_bytes())
+    test = pickle.loads((synth_root / "test" / "filenames.pickle").read_bytes())
+    assert len(train) == 24 and len(test) == 8
+    assert [name for _, name in images] == [f"{k}.jpg" for k in train + test]
+    attrs = load_synth_attributes(synth_root)
+    for split, keys in (("train", train), ("test", test)):
+        classes = pickle.loads((synth_root / split / "class_info.pickle").read_bytes())
+        assert classes == [attrs[k]["class_id"] for k in keys]
+        assert all(k.startswith(f"{c:04d}.") for k, c in zip(keys, classes))
+    train_classes = {attrs[k]["class_id"] for k in train}
+    assert train_classes.isdisjoint({attrs[k]["class_id"] for k in test})  # as in CUB
+    for (_, name), (_, *box) in zip(images, boxes):
+        key = name[:-4]
+        with Image.open(cub / "images" / name) as im:
+            assert im.size == (128, 128) and im.mode == "RGB"
+        x, y, w, h = map(float, box)
+        assert [x, y, w, h] == attrs[key]["bbox"]
+        assert 0 <= x and 0 <= y and w > 10 and h > 10 and x + w <= 128 and y + h <= 128
+        lines = (synth_root / "text" / f"{key}.txt").read_text().splitlines()
+        assert len(lines) == CAPTIONS_PER_IMAGE == len(set(lines))
+
+
+def test_captions_name_exactly_the_drawn_colours(synth_root):
+    attrs = load_synth_attributes(synth_root)
+    for key, a in attrs.items():
+        assert a["class_id"] == class_id(a["body"], a["wing"], a["crown"])
+        lines = (synth_root / "text" / f"{key}.txt").read_text().splitlines()
+        assert len(a["mentions"]) == len(lines)
+        named = set()
+        for line, parts in zip(lines, a["mentions"]):
+            tokens = tokenize(line)
+            colours = [t for t in tokens if t in PALETTE]
+            assert Counter(colours) == Counter(a[p] for p in parts), (key, line)
+            for p in parts:
+                assert PART_WORDS[p] & set(tokens), (key, line, p)
+            sizes = {t for t in tokens if any(t in w for w in SIZE_WORDS.values())}
+            assert sizes <= set(SIZE_WORDS[a["size"]]), (key, line)
+            assert {t for t in tokens if t in BEAK_LENGTHS} <= {a["beak_length"]}, (key, line)
+            named.update(parts)
+        assert named == set(PARTS), key  # every part's colour is named by some caption
+
+
+def test_drawn_colours_are_where_the_labels_say(synth_root):
+    """Crown and belly pixels of flying birds (located from the bbox) have the labelled colour."""
+    attrs = load_synth_attributes(synth_root)
+    checked = 0
+    for key, a in attrs.items():
+        if a["pose"] != "flying":
+            continue
+        img = Image.open(synth_root / "CUB_200_2011" / "images" / f"{key}.jpg").convert("RGB")
+        x, y, w, h = a["bbox"]
+        # A flying bird spans x in [-1.8, 1.3 + beak] and y from -1.7 (units of its half-length).
+        scale = w / (3.1 + (0.65 if a["beak_length"] == "long" else 0.3))
+        for part, (px, py) in (("crown", (0.95, -0.8)), ("belly", (0.15, 0.2))):
+            dx = (px + 1.8) * scale
+            u = x + dx if a["facing"] == "right" else x + w - dx
+            pixel = img.getpixel((int(u), int(y + (py + 1.7) * scale)))
+            nearest = min(
+                PALETTE, key=lambda c: sum((p - q) ** 2 for p, q in zip(pixel, COLOURS[c]))
+            )
+            assert nearest == a[part], (key, part, pixel)
+        checked += 1
+    assert checked > 0
+
+
+def test_generation_speed(tmp_path):
+    start = time.perf_counter()
+    make_synth_birds(tmp_path / "fast", 100, 0, seed=1, image_size=256)
+    rate = 100 / (time.perf_counter() - start)
+    assert rate >= 20, f"{rate:.1f} images/s"
+
+
+def test_refuses_to_overwrite_unless_asked(tmp_path):
+    root = make_synth_birds(tmp_path / "b", 2, 1, seed=0, image_size=64)
+    (root / "captions.pickle").write_bytes(b"stale")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        make_synth_birds(root, 2, 1, seed=1, image_size=64)
+    make_synth_birds(root, 2, 1, seed=1, image_size=64, overwrite=True)
+    assert not (root / "captions.pickle").exists()
