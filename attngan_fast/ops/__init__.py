@@ -14,9 +14,12 @@ from attngan_fast.ops.batch_norm import (
 )
 from attngan_fast.ops.damsm import (
     DamsmLoss,
+    DamsmWordsLoss,
     damsm_attention_maps,
     damsm_loss,
+    damsm_sentence_loss,
     damsm_word_similarity_reference,
+    damsm_words_loss,
 )
 from attngan_fast.ops.upsample_conv import upsample_conv3x3, upsample_conv3x3_reference
 from attngan_fast.ops.word_attention import word_attention, word_attention_reference
@@ -24,6 +27,7 @@ from attngan_fast.ops.word_attention import word_attention, word_attention_refer
 __all__ = [
     "BackendUnavailableError",
     "DamsmLoss",
+    "DamsmWordsLoss",
     "available_backends",
     "batch_norm_add",
     "batch_norm_add_reference",
@@ -31,6 +35,8 @@ __all__ = [
     "batch_norm_glu_reference",
     "damsm_attention_maps",
     "damsm_loss",
+    "damsm_sentence_loss",
+    "damsm_words_loss",
     "damsm_word_similarity_reference",
     "upsample_conv3x3",
     "upsample_conv3x3_reference",

@@ -55,7 +55,7 @@ BACKEND_MODULES: dict[tuple[str, str], str] = {
 
 
 class BackendUnavailableError(RuntimeError):
-    """The requested backend cannot run the op on these tensors; the message says what is missing."""
+    """The requested backend cannot run the op here; the message says what is missing."""
 
 
 def triton_interpret() -> bool:

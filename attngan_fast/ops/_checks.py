@@ -8,7 +8,7 @@ FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 def check_float(name: str, t: object, shape: str, ndim: int | tuple[int, ...]) -> torch.Tensor:
-    """``t`` must be a floating tensor with ``ndim`` dimensions; ``shape`` is the documented shape."""
+    """``t`` must be a floating tensor of ``ndim`` dimensions; ``shape`` is the documented one."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {shape}, got {type(t).__name__}")
     if t.dtype not in FLOAT_DTYPES:
@@ -24,8 +24,8 @@ def check_float(name: str, t: object, shape: str, ndim: int | tuple[int, ...]) -
 def check_size(name: str, t: torch.Tensor, dim: int, expected: int, shape: str) -> None:
     if t.shape[dim] != expected:
         raise ValueError(
-            f"{name} must have shape {shape}: size {t.shape[dim]} at dim {dim} should be {expected} "
-            f"(got {tuple(t.shape)})"
+            f"{name} must have shape {shape}: size {t.shape[dim]} at dim {dim} should be "
+            f"{expected} (got {tuple(t.shape)})"
         )
 
 
@@ -40,8 +40,8 @@ def check_same_device(*named: tuple[str, torch.Tensor | None]) -> None:
     for n, t in present[1:]:
         if t.device != first.device:
             raise ValueError(
-                f"{n} is on {t.device} but {first_name} is on {first.device}; all inputs must share "
-                "one device"
+                f"{n} is on {t.device} but {first_name} is on {first.device}; all inputs must "
+                "share one device"
             )
 
 

@@ -11,9 +11,10 @@ The word losses are the two cross-entropies of ``gamma3 * S`` (rows = images, co
 captions) against the diagonal, pairs i != j of one class masked out; the sentence losses are the
 same on ``gamma3 * cos(img_global_j, sent_i)``.
 
-The expensive part, S for all B x B pairs, is the registered op ``attngan_fast::damsm_word_similarity``.
-Its ``torch`` backend here is vectorised over caption-image pairs in chunks of captions, so memory
-is bounded by the chunk (about ``chunk x B x R x T`` values) and never reaches B x B x R x T.
+The expensive part, S for all B x B pairs, is the registered op
+``attngan_fast::damsm_word_similarity``. Its ``torch`` backend here is vectorised over
+caption-image pairs in chunks of captions, so memory is bounded by the chunk (about
+``chunk x B x R x T`` values) and never reaches B x B x R x T.
 The cheap B x B tail (masking, cross-entropies, sentence term) is plain PyTorch shared by every
 backend. Backend contract (all tensors contiguous):
 
@@ -35,7 +36,7 @@ from attngan_fast.ops import _backend, _checks
 
 OP = "damsm_word_similarity"
 COS_EPS = 1e-8
-# Elements of one chunk's caption x image x region x word tensors (the torch backend's memory bound).
+# Elements in one chunk's caption x image x region x word tensors (torch backend's memory bound).
 CHUNK_ELEMENTS = 1 << 22
 
 
@@ -120,7 +121,9 @@ def damsm_word_similarity_forward(
 ) -> Tensor:
     acc = _checks.acc_dtype(img_local.dtype)
     with torch.no_grad():
-        s = damsm_word_similarity_reference(img_local.to(acc), words.to(acc), cap_lens, gamma1, gamma2)
+        s = damsm_word_similarity_reference(
+            img_local.to(acc), words.to(acc), cap_lens, gamma1, gamma2
+        )
     return s.contiguous()
 
 
@@ -151,7 +154,9 @@ def damsm_word_similarity_backward(
         den = den.clamp(min=COS_EPS)
         scale_c = torch.where(clamped, torch.zeros_like(cos), cos / norm_c.clamp(min=COS_EPS) ** 2)
         scale_e = torch.where(clamped, torch.zeros_like(cos), cos / norm_e.clamp(min=COS_EPS) ** 2)
-        d_ctx = d_cos[:, :, None, :] * (e[:, None] / den[:, :, None, :] - scale_c[:, :, None] * f.ctx)
+        d_ctx = d_cos[:, :, None, :] * (
+            e[:, None] / den[:, :, None, :] - scale_c[:, :, None] * f.ctx
+        )
         grad_e[start:stop] += (
             d_cos[:, :, None, :] * (f.ctx / den[:, :, None, :] - scale_e[:, :, None] * e[:, None])
         ).sum(dim=1)
@@ -245,7 +250,9 @@ def sentence_logits(img_global: Tensor, sent: Tensor, gamma3: float) -> Tensor:
     return gamma3 * (v @ e.transpose(0, 1)) / norms.clamp(min=COS_EPS)
 
 
-def damsm_attention_maps(img_local: Tensor, words: Tensor, cap_lens: Tensor, gamma1: float) -> Tensor:
+def damsm_attention_maps(
+    img_local: Tensor, words: Tensor, cap_lens: Tensor, gamma1: float
+) -> Tensor:
     """Each caption's word attention over its own image: B x T x H x W, zero beyond its length.
 
     img_local B x D x H x W, words B x D x T. Computed without gradients (for figures).
@@ -261,43 +268,30 @@ def damsm_attention_maps(img_local: Tensor, words: Tensor, cap_lens: Tensor, gam
     return alpha.reshape(batch, e.shape[2], height, width)
 
 
-def _check_damsm_inputs(
-    img_local: Tensor,
-    img_global: Tensor,
-    words: Tensor,
-    sent: Tensor,
-    cap_lens: Tensor,
-    class_ids: Tensor | None,
+def _check_ids(name: str, t: Tensor | None, batch: int) -> None:
+    if t is None:
+        return
+    if not isinstance(t, Tensor) or t.dtype not in (torch.int64, torch.int32):
+        got = t.dtype if isinstance(t, Tensor) else type(t).__name__
+        raise TypeError(f"{name} must be an int64 or int32 tensor of shape B, got {got}")
+    if tuple(t.shape) != (batch,):
+        raise ValueError(f"{name} must have shape B = ({batch},), got {tuple(t.shape)}")
+
+
+def _check_word_inputs(
+    img_local: Tensor, words: Tensor, cap_lens: Tensor, class_ids: Tensor | None
 ) -> None:
     _checks.check_float("img_local", img_local, "B x D x H x W", 4)
     batch, dim = img_local.shape[:2]
     _checks.check_nonempty("img_local", img_local, "B x D x H x W")
-    _checks.check_float("img_global", img_global, "B x D", 2)
     _checks.check_float("words", words, "B x D x T", 3)
-    _checks.check_float("sent", sent, "B x D", 2)
-    for name, t, shape in (
-        ("img_global", img_global, "B x D"),
-        ("words", words, "B x D x T"),
-        ("sent", sent, "B x D"),
-    ):
-        _checks.check_size(name, t, 0, batch, f"{shape} (B = {batch} of img_local)")
-        _checks.check_size(name, t, 1, dim, f"{shape} (D = {dim} of img_local)")
+    _checks.check_size("words", words, 0, batch, f"B x D x T (B = {batch} of img_local)")
+    _checks.check_size("words", words, 1, dim, f"B x D x T (D = {dim} of img_local)")
     _checks.check_nonempty("words", words, "B x D x T")
-    for name, t in (("cap_lens", cap_lens), ("class_ids", class_ids)):
-        if t is None:
-            continue
-        if not isinstance(t, Tensor) or t.dtype not in (torch.int64, torch.int32):
-            got = t.dtype if isinstance(t, Tensor) else type(t).__name__
-            raise TypeError(f"{name} must be an int64 or int32 tensor of shape B, got {got}")
-        if tuple(t.shape) != (batch,):
-            raise ValueError(f"{name} must have shape B = ({batch},), got {tuple(t.shape)}")
+    _check_ids("cap_lens", cap_lens, batch)
+    _check_ids("class_ids", class_ids, batch)
     _checks.check_same_device(
-        ("img_local", img_local),
-        ("img_global", img_global),
-        ("words", words),
-        ("sent", sent),
-        ("cap_lens", cap_lens),
-        ("class_ids", class_ids),
+        ("img_local", img_local), ("words", words), ("cap_lens", cap_lens), ("class_ids", class_ids)
     )
     capturing = cap_lens.is_cuda and torch.cuda.is_current_stream_capturing()
     if not torch.compiler.is_compiling() and not capturing:
@@ -307,6 +301,66 @@ def _check_damsm_inputs(
                 f"cap_lens must lie in [1, T = {words.shape[2]}] (the words' length), "
                 f"got values in [{low}, {high}]"
             )
+
+
+def _check_sentence_inputs(img_global: Tensor, sent: Tensor, class_ids: Tensor | None) -> None:
+    _checks.check_float("img_global", img_global, "B x D", 2)
+    _checks.check_float("sent", sent, "B x D", 2)
+    if sent.shape != img_global.shape:
+        raise ValueError(
+            f"sent must have shape B x D = {tuple(img_global.shape)} (that of img_global), "
+            f"got {tuple(sent.shape)}"
+        )
+    _check_ids("class_ids", class_ids, img_global.shape[0])
+    _checks.check_same_device(("img_global", img_global), ("sent", sent), ("class_ids", class_ids))
+
+
+class DamsmWordsLoss(NamedTuple):
+    """The DAMSM word losses; ``similarity`` and ``attn_maps`` as in ``DamsmLoss``."""
+
+    w_loss0: Tensor
+    w_loss1: Tensor
+    similarity: Tensor | None = None
+    attn_maps: Tensor | None = None
+
+
+def damsm_words_loss(
+    img_local: Tensor,
+    words: Tensor,
+    cap_lens: Tensor,
+    class_ids: Tensor | None,
+    gamma1: float,
+    gamma2: float,
+    gamma3: float,
+    *,
+    need_similarity: bool = False,
+    need_attn: bool = False,
+    backend: str | None = None,
+) -> DamsmWordsLoss:
+    """The DAMSM word losses alone (the original's ``words_loss``); arguments as ``damsm_loss``."""
+    _check_word_inputs(img_local, words, cap_lens, class_ids)
+    common = torch.promote_types(img_local.dtype, words.dtype)
+    img_local, words = img_local.to(common), words.to(common)
+    name = _backend.resolve_backend(OP, backend, img_local.device)
+    sim = _damsm_word_similarity_op(
+        img_local.flatten(2).contiguous(),
+        words.contiguous(),
+        cap_lens.to(torch.int64).contiguous(),
+        float(gamma1),
+        float(gamma2),
+        name,
+    )
+    w_loss0, w_loss1 = _two_way_cross_entropy(gamma3 * sim, class_ids)
+    attn = damsm_attention_maps(img_local, words, cap_lens, gamma1) if need_attn else None
+    return DamsmWordsLoss(w_loss0, w_loss1, sim if need_similarity else None, attn)
+
+
+def damsm_sentence_loss(
+    img_global: Tensor, sent: Tensor, class_ids: Tensor | None, gamma3: float
+) -> tuple[Tensor, Tensor]:
+    """The DAMSM sentence losses (s_loss0, s_loss1) of image and sentence codes, B x D each."""
+    _check_sentence_inputs(img_global, sent, class_ids)
+    return _two_way_cross_entropy(sentence_logits(img_global, sent, gamma3), class_ids)
 
 
 def damsm_loss(
@@ -336,26 +390,24 @@ def damsm_loss(
         gamma1, gamma2, gamma3: the smoothing factors (4, 5, 10 in AttnGAN).
         need_similarity: also return S (B x B) in ``similarity``.
         need_attn: also return each caption's attention on its own image in ``attn_maps``.
-        backend: ``"torch"``, ``"triton"``, ``"cuda"`` or None (``ATTNGAN_FAST_BACKEND``, then auto).
+        backend: ``"torch"``, ``"triton"``, ``"cuda"`` or None (``ATTNGAN_FAST_BACKEND``, else
+            automatic).
 
     Mixed input dtypes are promoted to a common one. The losses are float32 (float64 for float64
     inputs). Memory grows as B x B x T (plus the backend's chunk), never B x B x R x T.
     """
-    _check_damsm_inputs(img_local, img_global, words, sent, cap_lens, class_ids)
-    common = torch.promote_types(img_local.dtype, words.dtype)
-    img_local, words = img_local.to(common), words.to(common)
-    name = _backend.resolve_backend(OP, backend, img_local.device)
-    sim = _damsm_word_similarity_op(
-        img_local.flatten(2).contiguous(),
-        words.contiguous(),
-        cap_lens.to(torch.int64).contiguous(),
-        float(gamma1),
-        float(gamma2),
-        name,
-    )
-    w_loss0, w_loss1 = _two_way_cross_entropy(gamma3 * sim, class_ids)
-    s_loss0, s_loss1 = _two_way_cross_entropy(sentence_logits(img_global, sent, gamma3), class_ids)
-    attn = damsm_attention_maps(img_local, words, cap_lens, gamma1) if need_attn else None
+    _check_sentence_inputs(img_global, sent, class_ids)
+    if img_global.shape[0] != img_local.shape[0] or img_global.shape[1] != img_local.shape[1]:
+        raise ValueError(
+            f"img_global must have shape B x D = {tuple(img_local.shape[:2])} (B, D of img_local), "
+            f"got {tuple(img_global.shape)}"
+        )
+    words_part = damsm_words_loss(
+        img_local, words, cap_lens, class_ids, gamma1, gamma2, gamma3,
+        need_similarity=need_similarity, need_attn=need_attn, backend=backend,
+    )  # fmt: skip
+    s_loss0, s_loss1 = damsm_sentence_loss(img_global, sent, class_ids, gamma3)
     return DamsmLoss(
-        w_loss0, w_loss1, s_loss0, s_loss1, sim if need_similarity else None, attn
-    )
+        words_part.w_loss0, words_part.w_loss1, s_loss0, s_loss1,
+        words_part.similarity, words_part.attn_maps,
+    )  # fmt: skip

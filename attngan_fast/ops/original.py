@@ -35,7 +35,8 @@ def class_masks(class_ids: Tensor | None, batch_size: int) -> Tensor | None:
 
 
 def func_attention(query: Tensor, context: Tensor, gamma1: float) -> tuple[Tensor, Tensor]:
-    """query B x D x L words, context B x D x ih x iw -> (weightedContext B x D x L, attn B x L x ih x iw)."""
+    """query B x D x L words, context B x D x ih x iw ->
+    (weightedContext B x D x L, attn B x L x ih x iw)."""
     batch_size, query_len = query.size(0), query.size(2)
     ih, iw = context.size(2), context.size(3)
     source_len = ih * iw
@@ -66,7 +67,7 @@ def words_loss(
     gamma2: float,
     gamma3: float,
 ) -> tuple[Tensor, Tensor, list[Tensor], Tensor]:
-    """The original per-caption loop. Returns (loss0, loss1, att_maps, similarities before gamma3)."""
+    """The original per-caption loop -> (loss0, loss1, att_maps, similarities before gamma3)."""
     masks = class_masks(class_ids, batch_size)
     att_maps = []
     similarities = []

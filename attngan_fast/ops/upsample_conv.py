@@ -26,12 +26,12 @@ OP = "upsample_conv3x3"
 
 
 def upsample_conv3x3_reference(x: Tensor, weight: Tensor) -> Tensor:
-    """Pure-PyTorch upsample + conv (differentiable by autograd; the oracle and compile baseline)."""
+    """Pure-PyTorch upsample + conv (autograd-differentiable; the oracle and compile baseline)."""
     return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, padding=1)
 
 
 def fold_upsampled_grad(grad_up: Tensor) -> Tensor:
-    """Adjoint of nearest x2 upsampling: B x C x 2H x 2W -> B x C x H x W (sum of each 2x2 block)."""
+    """Adjoint of nearest x2 upsampling: B x C x 2H x 2W -> B x C x H x W (sums of 2x2 blocks)."""
     b, c, h2, w2 = grad_up.shape
     return grad_up.reshape(b, c, h2 // 2, 2, w2 // 2, 2).sum(dim=(3, 5))
 
@@ -122,7 +122,8 @@ def upsample_conv3x3(x: Tensor, weight: Tensor, *, backend: str | None = None) -
     Args:
         x: B x Cin x H x W, NCHW-contiguous or channels-last.
         weight: Cout x Cin x 3 x 3.
-        backend: ``"torch"``, ``"triton"``, ``"cuda"`` or None (``ATTNGAN_FAST_BACKEND``, then auto).
+        backend: ``"torch"``, ``"triton"``, ``"cuda"`` or None (``ATTNGAN_FAST_BACKEND``, else
+            automatic).
     """
     _checks.check_float("x", x, "B x Cin x H x W", 4)
     _checks.check_float("weight", weight, "Cout x Cin x 3 x 3", 4)

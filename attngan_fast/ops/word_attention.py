@@ -132,7 +132,11 @@ def _word_attention_op(
 def _(query, source, mask, need_attn, legacy_mask, backend):
     batch, channels, n = query.shape
     attn = query.new_empty(batch, source.shape[2], n) if need_attn else query.new_empty(0)
-    return query.new_empty(batch, channels, n), attn, query.new_empty(batch, n, dtype=_checks.acc_dtype(query.dtype))
+    return (
+        query.new_empty(batch, channels, n),
+        attn,
+        query.new_empty(batch, n, dtype=_checks.acc_dtype(query.dtype)),
+    )
 
 
 @torch.library.custom_op("attngan_fast::word_attention_backward", mutates_args=())
@@ -198,7 +202,8 @@ def word_attention(
         mask: B x T bool, True where the word is padding; None for no mask.
         need_attn: return the attention map (else None; the fast backends then never write it).
         legacy_mask: reproduce the original code's misaligned mask (see the module docstring).
-        backend: ``"torch"``, ``"triton"``, ``"cuda"`` or None (``ATTNGAN_FAST_BACKEND``, then auto).
+        backend: ``"torch"``, ``"triton"``, ``"cuda"`` or None (``ATTNGAN_FAST_BACKEND``, else
+            automatic).
     """
     _checks.check_float("query", query, "B x C x N", 3)
     _checks.check_float("source", source, "B x C x T", 3)
@@ -210,7 +215,9 @@ def word_attention(
     if mask is not None:
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
             got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-            raise TypeError(f"mask must be a bool tensor of shape B x T (True = padding), got {got}")
+            raise TypeError(
+                f"mask must be a bool tensor of shape B x T (True = padding), got {got}"
+            )
         if tuple(mask.shape) != (batch, source.shape[2]):
             raise ValueError(
                 f"mask must have shape B x T = {(batch, source.shape[2])}, got {tuple(mask.shape)}"

@@ -27,7 +27,9 @@ def _inputs(batch=5, dim=7, height=3, width=4, words=6, dtype=torch.float64):
 def _original(img_local, img_global, words, sent, lens, class_ids):
     batch = img_local.shape[0]
     labels = torch.arange(batch)
-    w0, w1, maps, raw = original.words_loss(img_local, words, labels, lens, class_ids, batch, *GAMMAS)
+    w0, w1, maps, raw = original.words_loss(
+        img_local, words, labels, lens, class_ids, batch, *GAMMAS
+    )
     s0, s1 = original.sent_loss(img_global, sent, labels, class_ids, batch, GAMMAS[2])
     return (w0, w1, s0, s1), maps, raw
 
@@ -86,7 +88,9 @@ def test_gradcheck_similarity_float64():
         lambda v, e: damsm.damsm_word_similarity_reference(v, e, lens, 4.0, 5.0), (img_local, words)
     )
     assert torch.autograd.gradcheck(
-        lambda v, e: torch.ops.attngan_fast.damsm_word_similarity(v.flatten(2), e, lens, 4.0, 5.0, "torch"),
+        lambda v, e: torch.ops.attngan_fast.damsm_word_similarity(
+            v.flatten(2), e, lens, 4.0, 5.0, "torch"
+        ),
         (img_local, words),
     )
 
@@ -118,21 +122,43 @@ def test_mixed_dtypes_are_promoted():
 @pytest.mark.parametrize(
     ("change", "error", "text"),
     [
-        (dict(cap_lens=torch.tensor([6, 1, 0, 2, 3])), ValueError, r"cap_lens must lie in \[1, T = 6\]"),
+        (
+            dict(cap_lens=torch.tensor([6, 1, 0, 2, 3])),
+            ValueError,
+            r"cap_lens must lie in \[1, T = 6\]",
+        ),
         (dict(cap_lens=torch.tensor([7, 1, 1, 2, 3])), ValueError, "cap_lens must lie in"),
         (dict(cap_lens=torch.ones(5)), TypeError, "cap_lens must be an int64"),
         (dict(cap_lens=torch.ones(4, dtype=torch.long)), ValueError, "cap_lens must have shape B"),
-        (dict(class_ids=torch.ones(3, dtype=torch.long)), ValueError, "class_ids must have shape B"),
+        (
+            dict(class_ids=torch.ones(3, dtype=torch.long)),
+            ValueError,
+            "class_ids must have shape B",
+        ),
         (dict(words=torch.randn(5, 8, 6)), ValueError, "words must have shape B x D x T"),
         (dict(sent=torch.randn(4, 7)), ValueError, "sent must have shape B x D"),
-        (dict(img_local=torch.randn(5, 7, 9)), ValueError, "img_local must have shape B x D x H x W"),
-        (dict(img_global=torch.ones(5, 7, dtype=torch.long)), TypeError, "img_global must be float32"),
+        (dict(img_global=torch.randn(4, 7), sent=torch.randn(4, 7)), ValueError, "img_global must"),
+        (
+            dict(img_local=torch.randn(5, 7, 9)),
+            ValueError,
+            "img_local must have shape B x D x H x W",
+        ),
+        (
+            dict(img_global=torch.ones(5, 7, dtype=torch.long)),
+            TypeError,
+            "img_global must be float32",
+        ),
     ],
 )
 def test_bad_inputs_raise_clear_errors(change, error, text):
     img_local, img_global, words, sent, lens = _inputs(dtype=torch.float32)
     args = dict(
-        img_local=img_local, img_global=img_global, words=words, sent=sent, cap_lens=lens, class_ids=None
+        img_local=img_local,
+        img_global=img_global,
+        words=words,
+        sent=sent,
+        cap_lens=lens,
+        class_ids=None,
     )
     args.update(change)
     with pytest.raises(error, match=text):

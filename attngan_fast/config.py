@@ -1,0 +1,258 @@
+"""Configuration: the original AttnGAN options as nested dataclasses, presets and a yml loader.
+
+The fields keep the original names and nesting (``cfg.TRAIN.SMOOTH.GAMMA1``, ``cfg.GAN.GF_DIM``,
+``cfg.TREE.BRANCH_NUM``, ``cfg.TEXT.WORDS_NUM``), so the original ``cfg/*.yml`` files load as they
+are. Defaults are those of the original ``miscc/config.py``; the presets ``birds``, ``coco``,
+``damsm_birds`` and ``damsm_coco`` are those defaults overridden by the values of the original
+``bird_attn2.yml``, ``coco_attn2.yml``, ``DAMSM/bird.yml`` and ``DAMSM/coco.yml`` (also shipped as
+``attngan_fast/configs/*.yml``).
+
+    cfg = preset("birds")                  # or load_config("my.yml"), load_config("coco_attn2")
+    cfg.TRAIN.SMOOTH.LAMBDA                # 5.0
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class TreeConfig:
+    """Generator stages: BRANCH_NUM images of BASE_SIZE * 2**i pixels (i < BRANCH_NUM)."""
+
+    BRANCH_NUM: int = 3
+    BASE_SIZE: int = 64
+
+
+@dataclass
+class SmoothConfig:
+    """DAMSM smoothing factors (spec section 4) and LAMBDA, the DAMSM weight in G's loss."""
+
+    GAMMA1: float = 5.0
+    GAMMA2: float = 5.0
+    GAMMA3: float = 10.0
+    LAMBDA: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    BATCH_SIZE: int = 64
+    MAX_EPOCH: int = 600
+    SNAPSHOT_INTERVAL: int = 2000
+    DISCRIMINATOR_LR: float = 2e-4
+    GENERATOR_LR: float = 2e-4
+    ENCODER_LR: float = 2e-4
+    RNN_GRAD_CLIP: float = 0.25
+    FLAG: bool = True
+    NET_E: str = ""
+    NET_G: str = ""
+    B_NET_D: bool = True
+    SMOOTH: SmoothConfig = field(default_factory=SmoothConfig)
+
+
+@dataclass
+class GanConfig:
+    DF_DIM: int = 64
+    GF_DIM: int = 128
+    Z_DIM: int = 100
+    CONDITION_DIM: int = 100
+    R_NUM: int = 2
+    B_ATTENTION: bool = True
+    B_DCGAN: bool = False
+
+
+@dataclass
+class TextConfig:
+    CAPTIONS_PER_IMAGE: int = 10
+    EMBEDDING_DIM: int = 256
+    WORDS_NUM: int = 18
+
+
+@dataclass
+class Config:
+    """All options, with the original defaults (``miscc/config.py`` of the original code)."""
+
+    DATASET_NAME: str = "birds"
+    CONFIG_NAME: str = ""
+    DATA_DIR: str = ""
+    GPU_ID: int = 0
+    CUDA: bool = True
+    WORKERS: int = 6
+    RNN_TYPE: str = "LSTM"
+    B_VALIDATION: bool = False
+    TREE: TreeConfig = field(default_factory=TreeConfig)
+    TRAIN: TrainConfig = field(default_factory=TrainConfig)
+    GAN: GanConfig = field(default_factory=GanConfig)
+    TEXT: TextConfig = field(default_factory=TextConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict with the original key names (what a yml file holds)."""
+        return dataclasses.asdict(self)
+
+
+# Values of the original yml files, merged over the defaults by ``preset``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "birds": {
+        "CONFIG_NAME": "attn2",
+        "DATASET_NAME": "birds",
+        "DATA_DIR": "data/birds",
+        "WORKERS": 4,
+        "TREE": {"BRANCH_NUM": 3},
+        "TRAIN": {
+            "FLAG": True,
+            "NET_G": "",
+            "B_NET_D": True,
+            "BATCH_SIZE": 20,
+            "MAX_EPOCH": 600,
+            "SNAPSHOT_INTERVAL": 50,
+            "DISCRIMINATOR_LR": 0.0002,
+            "GENERATOR_LR": 0.0002,
+            "NET_E": "DAMSMencoders/bird/text_encoder200.pth",
+            "SMOOTH": {"GAMMA1": 4.0, "GAMMA2": 5.0, "GAMMA3": 10.0, "LAMBDA": 5.0},
+        },
+        "GAN": {"DF_DIM": 64, "GF_DIM": 32, "Z_DIM": 100, "R_NUM": 2},
+        "TEXT": {"EMBEDDING_DIM": 256, "CAPTIONS_PER_IMAGE": 10},
+    },
+    "coco": {
+        "CONFIG_NAME": "glu-gan2",
+        "DATASET_NAME": "coco",
+        "DATA_DIR": "data/coco",
+        "WORKERS": 4,
+        "TREE": {"BRANCH_NUM": 3},
+        "TRAIN": {
+            "FLAG": True,
+            "NET_G": "",
+            "B_NET_D": True,
+            "BATCH_SIZE": 14,
+            "MAX_EPOCH": 120,
+            "SNAPSHOT_INTERVAL": 5,
+            "DISCRIMINATOR_LR": 0.0002,
+            "GENERATOR_LR": 0.0002,
+            "NET_E": "DAMSMencoders/coco/text_encoder100.pth",
+            "SMOOTH": {"GAMMA1": 4.0, "GAMMA2": 5.0, "GAMMA3": 10.0, "LAMBDA": 50.0},
+        },
+        "GAN": {"DF_DIM": 96, "GF_DIM": 48, "Z_DIM": 100, "R_NUM": 3},
+        "TEXT": {"EMBEDDING_DIM": 256, "CAPTIONS_PER_IMAGE": 5, "WORDS_NUM": 12},
+    },
+    "damsm_birds": {
+        "CONFIG_NAME": "DAMSM",
+        "DATASET_NAME": "birds",
+        "DATA_DIR": "data/birds",
+        "WORKERS": 4,
+        "TREE": {"BRANCH_NUM": 1, "BASE_SIZE": 299},
+        "TRAIN": {
+            "FLAG": True,
+            "NET_E": "",
+            "BATCH_SIZE": 48,
+            "MAX_EPOCH": 600,
+            "SNAPSHOT_INTERVAL": 50,
+            "ENCODER_LR": 0.002,
+            "RNN_GRAD_CLIP": 0.25,
+            "SMOOTH": {"GAMMA1": 4.0, "GAMMA2": 5.0, "GAMMA3": 10.0},
+        },
+        "TEXT": {"EMBEDDING_DIM": 256, "CAPTIONS_PER_IMAGE": 10},
+    },
+    "damsm_coco": {
+        "CONFIG_NAME": "DAMSM",
+        "DATASET_NAME": "coco",
+        "DATA_DIR": "data/coco",
+        "WORKERS": 1,
+        "TREE": {"BRANCH_NUM": 1, "BASE_SIZE": 299},
+        "TRAIN": {
+            "FLAG": True,
+            "NET_E": "",
+            "BATCH_SIZE": 48,
+            "MAX_EPOCH": 600,
+            "SNAPSHOT_INTERVAL": 5,
+            "ENCODER_LR": 0.002,
+            "RNN_GRAD_CLIP": 0.25,
+            "SMOOTH": {"GAMMA1": 4.0, "GAMMA2": 5.0, "GAMMA3": 10.0},
+        },
+        "TEXT": {"EMBEDDING_DIM": 256, "CAPTIONS_PER_IMAGE": 5, "WORDS_NUM": 15},
+    },
+}
+
+# The shipped yml file of each preset (in ``attngan_fast/configs/``).
+PRESET_FILES = {
+    "birds": "bird_attn2.yml",
+    "coco": "coco_attn2.yml",
+    "damsm_birds": "DAMSM_bird.yml",
+    "damsm_coco": "DAMSM_coco.yml",
+}
+
+
+class ConfigError(ValueError):
+    """A config file or dict names an unknown key or gives a value of the wrong type."""
+
+
+def _merge(obj: Any, values: dict[str, Any], path: str) -> None:
+    """Set ``values`` (nested dict) on the dataclass ``obj`` in place, checking keys and types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path or 'the config'} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        name = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise ConfigError(
+                f"unknown config key {name!r}; valid keys here: {', '.join(sorted(fields))}"
+            )
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, name)
+            continue
+        setattr(obj, key, _coerce(value, type(current), name))
+
+
+def _coerce(value: Any, kind: type, name: str) -> Any:
+    """``value`` as ``kind`` (int accepted for float fields), else a ConfigError naming the key."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and value is None:  # ``NET_G:`` with nothing after it in a yml file
+        return ""
+    if type(value) is not kind:
+        raise ConfigError(
+            f"config key {name!r} must be {kind.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def config_from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
+    """A new Config: ``base`` (default: the original defaults) overridden by nested ``values``."""
+    cfg = copy.deepcopy(base) if base is not None else Config()
+    _merge(cfg, values, "")
+    return cfg
+
+
+def preset(name: str) -> Config:
+    """The original configuration ``birds``, ``coco``, ``damsm_birds`` or ``damsm_coco``."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return config_from_dict(PRESETS[name])
+
+
+def load_config(source: str | Path, base: Config | None = None) -> Config:
+    """Load an original-style yml file over ``base`` (default: the original defaults).
+
+    ``source`` is a path, or the name of a shipped file (``bird_attn2``, ``coco_attn2``,
+    ``DAMSM_bird``, ``DAMSM_coco``, with or without ``.yml``). Unknown keys raise ConfigError.
+    """
+    path = Path(source)
+    if not path.exists():
+        shipped = CONFIG_DIR / (path.name if path.suffix in (".yml", ".yaml") else f"{path}.yml")
+        if path.parent != Path(".") or not shipped.exists():
+            raise FileNotFoundError(f"no config file {str(source)!r} nor a shipped one so named")
+        path = shipped
+    with open(path, encoding="utf-8") as f:
+        values = yaml.safe_load(f) or {}
+    try:
+        return config_from_dict(values, base)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
