@@ -68,7 +68,8 @@ def _extension_kwargs() -> dict:
             "nvcc": ["-O3", "-std=c++17", "-lineinfo"],
         },
     )
-    return {"ext_modules": [ext], "cmdclass": {"build_ext": BuildExtension.with_options(use_ninja=True)}}
+    build_ext = BuildExtension.with_options(use_ninja=True)
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": build_ext}}
 
 
 setup(**_extension_kwargs())

@@ -14,6 +14,10 @@ def dense(x: torch.Tensor) -> torch.Tensor:
 
 def memory_format(x: torch.Tensor) -> torch.memory_format:
     """The memory format outputs derived from ``x`` should use."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    ):
         return torch.channels_last
     return torch.contiguous_format

@@ -59,7 +59,9 @@ def batch_norm_add_reference(
     eps: float,
 ) -> Tensor:
     """Pure-PyTorch BatchNorm + residual add (the oracle and compile baseline)."""
-    return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps) + residual
+    return (
+        F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps) + residual
+    )
 
 
 def _reduce_dims(x: Tensor) -> list[int]:
@@ -138,7 +140,9 @@ def batch_norm_act_backward(
     grad_bias = dz.sum(dims).to(bias.dtype) if bias is not None else None
     dxhat = dz if weight is None else dz * _per_channel(weight.to(acc), x)
     if training:
-        dxhat = dxhat - dxhat.mean(dims, keepdim=True) - xhat * (dxhat * xhat).mean(dims, keepdim=True)
+        dxhat = (
+            dxhat - dxhat.mean(dims, keepdim=True) - xhat * (dxhat * xhat).mean(dims, keepdim=True)
+        )
     grad_x = (dxhat * _per_channel(invstd, x)).to(x.dtype)
     return grad_x.contiguous(memory_format=_layout.memory_format(x)), grad_weight, grad_bias
 
@@ -365,7 +369,19 @@ def batch_norm_add(
 ) -> Tensor:
     """``batch_norm(x, ...) + residual``: x and residual B x C [x H x W] -> B x C [x H x W]."""
     if not isinstance(residual, Tensor):
-        raise TypeError(f"residual must be a tensor of the shape of x, got {type(residual).__name__}")
+        raise TypeError(
+            f"residual must be a tensor of the shape of x, got {type(residual).__name__}"
+        )
     return _batch_norm_act(
-        x, residual, weight, bias, running_mean, running_var, training, momentum, eps, "add", backend
+        x,
+        residual,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        training,
+        momentum,
+        eps,
+        "add",
+        backend,
     )

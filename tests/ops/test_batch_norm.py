@@ -46,7 +46,9 @@ def test_add_matches_batch_norm_plus_residual(shape, training):
     theirs.train(training)
     x = torch.randn(*shape, dtype=torch.float64)
     residual = torch.randn(*shape, dtype=torch.float64)
-    torch.testing.assert_close(_run(ops.batch_norm_add, ours, x, residual, training), theirs(x) + residual)
+    torch.testing.assert_close(
+        _run(ops.batch_norm_add, ours, x, residual, training), theirs(x) + residual
+    )
     torch.testing.assert_close(ours.running_var, theirs.running_var)
 
 
@@ -63,7 +65,9 @@ def test_gradcheck_float64(training, shape):
         return ops.batch_norm_glu(x, w, b, stats[0].clone(), stats[1].clone(), training, 0.1, 1e-5)
 
     def add(x, r, w, b):
-        return ops.batch_norm_add(x, r, w, b, stats[0].clone(), stats[1].clone(), training, 0.1, 1e-5)
+        return ops.batch_norm_add(
+            x, r, w, b, stats[0].clone(), stats[1].clone(), training, 0.1, 1e-5
+        )
 
     assert torch.autograd.gradcheck(glu, (x, weight, bias))
     assert torch.autograd.gradcheck(add, (x, residual, weight, bias))

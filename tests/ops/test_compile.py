@@ -48,6 +48,10 @@ def test_backend_choice_is_traced_as_a_constant(monkeypatch):
     )
     torch._dynamo.reset()
     query, source = torch.randn(2, 3, 5), torch.randn(2, 3, 4)
-    fn = torch.compile(lambda q, s: ops.word_attention(q, s, None, backend="triton")[0], fullgraph=True)
-    torch.testing.assert_close(fn(query, source), ops.word_attention_reference(query, source, None)[0])
+    fn = torch.compile(
+        lambda q, s: ops.word_attention(q, s, None, backend="triton")[0], fullgraph=True
+    )
+    torch.testing.assert_close(
+        fn(query, source), ops.word_attention_reference(query, source, None)[0]
+    )
     torch._dynamo.reset()

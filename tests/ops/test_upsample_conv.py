@@ -56,11 +56,26 @@ def test_opcheck():
 @pytest.mark.parametrize(
     ("x", "weight", "error", "text"),
     [
-        (torch.randn(3, 4, 4), torch.randn(2, 3, 3, 3), ValueError, "x must have shape B x Cin x H x W"),
+        (
+            torch.randn(3, 4, 4),
+            torch.randn(2, 3, 3, 3),
+            ValueError,
+            "x must have shape B x Cin x H x W",
+        ),
         (torch.randn(1, 3, 4, 4), torch.randn(2, 4, 3, 3), ValueError, "Cin = 3"),
         (torch.randn(1, 3, 4, 4), torch.randn(2, 3, 5, 5), ValueError, "Cout x Cin x 3 x 3"),
-        (torch.randn(1, 3, 4, 4), torch.randn(2, 3, 3, 3).double(), TypeError, "weight is torch.float64"),
-        (torch.ones(1, 3, 4, 4, dtype=torch.int32), torch.randn(2, 3, 3, 3), TypeError, "x must be"),
+        (
+            torch.randn(1, 3, 4, 4),
+            torch.randn(2, 3, 3, 3).double(),
+            TypeError,
+            "weight is torch.float64",
+        ),
+        (
+            torch.ones(1, 3, 4, 4, dtype=torch.int32),
+            torch.randn(2, 3, 3, 3),
+            TypeError,
+            "x must be",
+        ),
     ],
 )
 def test_bad_inputs_raise_clear_errors(x, weight, error, text):

@@ -90,7 +90,9 @@ def test_backward_matches_autograd_of_reference_with_stride0_grad():
     context, _ = ops.word_attention(query, source, mask, need_attn=False)
     grad = torch.ones((), dtype=query.dtype).expand_as(context)  # stride-0 upstream gradient
     got = torch.autograd.grad(context, (query, source), grad)
-    ref = torch.autograd.grad(ops.word_attention_reference(query, source, mask)[0], (query, source), grad)
+    ref = torch.autograd.grad(
+        ops.word_attention_reference(query, source, mask)[0], (query, source), grad
+    )
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r)
 
