@@ -1,0 +1,83 @@
+"""Helpers shared by the attention kernels (word_attention, damsm): tile sizes, launch sizing and
+the fp32-accurate ``tl.dot`` wrappers.
+
+Precision policy: float32 operands go through ``tl.dot`` with ``FP32_DOT_PRECISION`` ("tf32x3":
+three TF32 tensor-core products, about float32 accuracy, where plain TF32 would miss the parity
+bar); a float32 operand multiplied by a bf16/fp16 one is split into a high and a low half of the
+low-precision type (two tensor-core products, about 16 mantissa bits) so that probabilities and
+gradients computed in float32 are not rounded to 8 bits before the product.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from attngan_fast.ops._backend import triton_interpret
+
+FP32_DOT_PRECISION = "tf32x3"
+# tl.dot needs every dimension >= 16: smaller dimensions are padded (and masked) up to it.
+MIN_DOT = 16
+
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def dot_block(size: int) -> int:
+    """Power-of-two tile covering ``size`` elements, at least ``MIN_DOT``."""
+    return max(MIN_DOT, triton.next_power_of_2(size))
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def resident_programs(device: torch.device) -> int:
+    """How many programs keep the device busy (a few per SM); small under the interpreter."""
+    if device.type != "cuda":
+        return 8
+    return 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def check_dtype(op: str, *tensors: torch.Tensor) -> None:
+    """The Triton kernels take float32, bfloat16 and float16 (float64: use backend='torch')."""
+    for t in tensors:
+        if t.dtype not in TRITON_DTYPES:
+            raise TypeError(
+                f"{op}: the triton backend takes float32, bfloat16 or float16 inputs, "
+                f"got {t.dtype} (use backend='torch' for float64)"
+            )
+
+
+def single_config(configs: list[triton.Config]) -> list[triton.Config]:
+    """Under the interpreter there is nothing to tune: keep only the first (smallest) config."""
+    return configs[:1] if triton_interpret() else configs
+
+
+@triton.jit
+def dot_f32_lhs(x, y, acc, LOWP: tl.constexpr, PREC: tl.constexpr):
+    """``acc + x @ y`` for a float32 tile ``x`` and a tile ``y`` of the input dtype."""
+    if LOWP:
+        hi = x.to(y.dtype)
+        lo = (x - hi.to(tl.float32)).to(y.dtype)
+        acc = tl.dot(hi, y, acc)
+        acc = tl.dot(lo, y, acc)
+    else:
+        acc = tl.dot(x, y, acc, input_precision=PREC)
+    return acc
+
+
+@triton.jit
+def dot_f32_rhs(x, y, acc, LOWP: tl.constexpr, PREC: tl.constexpr):
+    """``acc + x @ y`` for a tile ``x`` of the input dtype and a float32 tile ``y``."""
+    if LOWP:
+        hi = y.to(x.dtype)
+        lo = (y - hi.to(tl.float32)).to(x.dtype)
+        acc = tl.dot(x, hi, acc)
+        acc = tl.dot(x, lo, acc)
+    else:
+        acc = tl.dot(x, y, acc, input_precision=PREC)
+    return acc

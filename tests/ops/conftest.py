@@ -1,0 +1,29 @@
+"""Fixtures of the op tests: spies that prove a Triton kernel really ran (no silent fallback)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+class KernelSpy:
+    """Stands in for a Triton kernel (``kernel[grid](...)``) and counts its launches."""
+
+    def __init__(self, kernel):
+        self.kernel, self.launches = kernel, 0
+
+    def __getitem__(self, grid):
+        self.launches += 1
+        return self.kernel[grid]
+
+
+@pytest.fixture
+def spy_kernels(monkeypatch):
+    """``spy_kernels(module, "name", ...)`` replaces those kernels of ``module`` with spies."""
+
+    def install(module, *names: str) -> tuple[KernelSpy, ...]:
+        spies = tuple(KernelSpy(getattr(module, name)) for name in names)
+        for name, spy in zip(names, spies):
+            monkeypatch.setattr(module, name, spy)
+        return spies
+
+    return install

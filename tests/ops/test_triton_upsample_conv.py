@@ -1,0 +1,248 @@
+"""Triton backend of upsample_conv3x3 (path (b) kernels) against float64 references.
+
+On CPU the kernels run through the Triton interpreter (tests/conftest.py sets TRITON_INTERPRET=1):
+tiny odd shapes only. The ``gpu`` tests use G's real shapes.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from parity import assert_rel_parity
+
+from attngan_fast import ops
+from attngan_fast.ops import _layout, phase_conv
+from attngan_fast.ops import upsample_conv as torch_backend
+from attngan_fast.ops.triton import upsample_conv as triton_backend
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _run(x, weight, grad_y, backend):
+    x = x.detach().requires_grad_(True)
+    weight = weight.detach().requires_grad_(True)
+    y = ops.upsample_conv3x3(x, weight, backend=backend)
+    gx, gw = torch.autograd.grad(y, (x, weight), grad_y)
+    return y, gx, gw
+
+
+def _exact(x, weight, grad_y):
+    x64 = x.detach().double().requires_grad_(True)
+    w64 = weight.detach().double().requires_grad_(True)
+    y = torch_backend.upsample_conv3x3_reference(x64, w64)
+    return (y, *torch.autograd.grad(y, (x64, w64), grad_y.double()))
+
+
+def _check_against_torch(x, weight, grad_y):
+    got = _run(x, weight, grad_y, "triton")
+    ref = _run(x, weight, grad_y, "torch")
+    exact = _exact(x, weight, grad_y)
+    for name, g, r, e in zip(("y", "grad_x", "grad_weight"), got, ref, exact):
+        assert g.dtype == x.dtype and g.shape == e.shape, name
+        assert_rel_parity(name, g, r, e, x.dtype)
+    fmt = _layout.memory_format(x)
+    assert got[0].is_contiguous(memory_format=fmt) and got[1].is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_forward_and_gradients(batch, channels_last, dtype):
+    x = torch.randn(batch, 5, 5, 3).to(dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    weight = (torch.randn(6, 5, 3, 3) / 7).to(dtype)
+    grad_y = torch.randn(batch, 6, 10, 6).to(dtype)
+    _check_against_torch(x, weight, grad_y)
+
+
+def test_wide_channels_span_several_tiles():
+    """More than one tile along every GEMM axis (M pixels, N and K channels) and a K remainder."""
+    x = torch.randn(2, 37, 9, 5)
+    weight = torch.randn(20, 37, 3, 3) / 18
+    _check_against_torch(x, weight, torch.randn(2, 20, 18, 10))
+
+
+def test_stride_zero_upstream_gradient():
+    x = torch.randn(3, 5, 3, 4)
+    weight = torch.randn(7, 5, 3, 3)
+    grad_y = torch.ones(1, 1, 1, 1).expand(3, 7, 6, 8)  # stride 0 everywhere
+    _check_against_torch(x, weight, grad_y)
+
+
+def test_only_weight_needs_grad():
+    x = torch.randn(2, 3, 4, 5)
+    weight = torch.randn(6, 3, 3, 3, requires_grad=True)
+    y = ops.upsample_conv3x3(x, weight, backend="triton")
+    (gw,) = torch.autograd.grad(y.square().sum(), weight)
+    w64 = weight.detach().double().requires_grad_(True)
+    y64 = torch_backend.upsample_conv3x3_reference(x.double(), w64)
+    torch.testing.assert_close(gw.double(), torch.autograd.grad(y64.square().sum(), w64)[0],
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def test_the_triton_kernels_run_not_a_fallback(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("fell back")
+
+    for module, name in (
+        (phase_conv, "upsample_conv3x3_phase_forward"),
+        (phase_conv, "upsample_conv3x3_phase_backward"),
+        (torch_backend, "upsample_conv3x3_forward"),
+        (torch_backend, "upsample_conv3x3_backward"),
+        (F, "conv2d"),
+    ):
+        monkeypatch.setattr(module, name, fail)
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3, requires_grad=True)
+    assert triton_backend.uses_triton_kernels(x, weight)
+    ops.upsample_conv3x3(x, weight, backend="triton").sum().backward()
+    assert x.grad is not None and weight.grad is not None
+
+
+def test_float64_takes_path_a(monkeypatch):
+    calls = []
+    forward = phase_conv.upsample_conv3x3_phase_forward
+
+    def spy(*args):
+        calls.append(args)
+        return forward(*args)
+
+    monkeypatch.setattr(phase_conv, "upsample_conv3x3_phase_forward", spy)
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    weight = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    y = ops.upsample_conv3x3(x, weight, backend="triton")
+    assert len(calls) == 1
+    torch.testing.assert_close(y, torch_backend.upsample_conv3x3_reference(x, weight))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_opcheck(channels_last):
+    x = torch.randn(2, 3, 4, 5)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    weight = torch.randn(6, 3, 3, 3, requires_grad=True)
+    torch.library.opcheck(torch.ops.attngan_fast.upsample_conv3x3.default, (x, weight, "triton"))
+
+
+# --- GPU: G's real shapes -------------------------------------------------------------------------
+
+# (batch, Cin, conv out channels = 2 x upBlock out, H = W of the input)
+# INIT_STAGE_G upsample1..4, then NEXT_STAGE_G's upBlock(2 ngf, ngf) at 64^2 and 128^2
+BIRDS = [(20, 512, 512, 4), (20, 256, 256, 8), (20, 128, 128, 16), (20, 64, 64, 32),
+         (20, 64, 64, 64), (20, 64, 64, 128)]  # fmt: skip
+COCO = [(14, 768, 768, 4), (14, 384, 384, 8), (14, 192, 192, 16), (14, 96, 96, 32),
+        (14, 96, 96, 64), (14, 96, 96, 128)]  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("shape", BIRDS + COCO)
+def test_gpu_real_shapes_channels_last(shape, dtype):
+    batch, cin, cout, h = shape
+    x = torch.randn(batch, cin, h, h, device="cuda").to(dtype)
+    x = x.to(memory_format=torch.channels_last)
+    weight = (torch.randn(cout, cin, 3, 3, device="cuda") / (3 * cin**0.5)).to(dtype)
+    grad_y = torch.randn(batch, cout, 2 * h, 2 * h, device="cuda").to(dtype)
+    _check_against_torch(x, weight, grad_y.contiguous(memory_format=torch.channels_last))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", BIRDS)
+def test_gpu_real_shapes_nchw(shape, dtype):
+    batch, cin, cout, h = shape
+    x = torch.randn(batch, cin, h, h, device="cuda").to(dtype)
+    weight = (torch.randn(cout, cin, 3, 3, device="cuda") / (3 * cin**0.5)).to(dtype)
+    _check_against_torch(x, weight, torch.randn(batch, cout, 2 * h, 2 * h, device="cuda").to(dtype))
+
+
+@pytest.mark.gpu
+def test_gpu_autocast_bf16():
+    x = torch.randn(20, 64, 32, 32, device="cuda").to(memory_format=torch.channels_last)
+    weight = torch.randn(128, 64, 3, 3, device="cuda") / 24
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = ops.upsample_conv3x3(x, weight, backend="triton")
+        y_ref = ops.upsample_conv3x3(x, weight, backend="torch")
+    assert y.dtype == torch.bfloat16
+    assert_rel_parity("y", y, y_ref, torch_backend.upsample_conv3x3_reference(
+        x.bfloat16().double(), weight.bfloat16().double()), torch.bfloat16)  # fmt: skip
+
+
+# --- compiled for the GPU without one (Triton's own ptxas) ----------------------------------------
+
+AOT_SCRIPT = r"""
+import json, os, subprocess, sys, tempfile
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from attngan_fast.ops.triton import upsample_conv as U
+
+CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+out = []
+for dt in ("bf16", "fp32"):
+    for name, kern, ptrs, unit, div in (
+        ("forward", U._forward_kernel, ("x_ptr", "wp_ptr", "y_ptr"), ("sxc", "syc"),
+         ("N", "K", "sxb", "sxh", "sxw", "syb", "syh", "syw")),
+        ("grad_x", U._grad_x_kernel, ("g_ptr", "wpt_ptr", "gx_ptr"), ("sgc", "sxc"),
+         ("N", "K", "sgb", "sgh", "sgw", "sxb", "sxh", "sxw")),
+    ):
+        for cfg in kern.configs:
+            consts = dict(cfg.kwargs, PRECISION="tf32", DOT_F32=False, **{u: 1 for u in unit})
+            opts = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+            out.append((f"{name} {dt} {cfg.kwargs}", kern.fn, ptrs, div, consts, opts))
+    consts = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, PRECISION="tf32", DOT_F32=False, sxc=1, sgc=1)
+    out.append((f"grad_weight {dt}", U._grad_weight_kernel, ("x_ptr", "g_ptr"),
+                ("CIN", "COUT", "PIX_PER_SPLIT", "sxb", "sxh", "sxw", "sgb", "sgh", "sgw"),
+                consts, {"num_warps": 8, "num_stages": 2}))
+results = []
+for label, fn, ptrs, div, consts, opts in out:
+    dt = label.split()[1]
+    sig = {n: "constexpr" if n in consts else ("*" + dt if n in ptrs else "i32")
+           for n in fn.arg_names}
+    if "out_ptr" in sig:
+        sig["out_ptr"] = "*fp32"
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+             if n in div or sig[n].startswith("*")}
+    k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
+                       target=GPUTarget("cuda", 90, 32), options=opts)
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(k.asm["cubin"])
+        f.flush()
+        res = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True)
+    usage = dict(kv.split(":") for kv in res.stdout.split("REG")[1].replace("\n", " ").split()
+                 if ":" in kv)
+    results.append((label, k.metadata.shared, int(usage["STACK"])))
+print(json.dumps(results))
+"""
+
+
+def run_aot_script(script: str) -> list:
+    """Run ``script`` in a fresh interpreter without TRITON_INTERPRET (compiled Triton); its last
+    stdout line is JSON. Skips where Triton has no CUDA backend or bundled cuobjdump."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import triton
+
+    nvidia = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    if not os.path.exists(os.path.join(nvidia, "cuobjdump")):
+        pytest.skip("this Triton has no bundled CUDA toolchain (cuobjdump, ptxas)")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm90_without_spills():
+    """Every autotune config of the forward and grad_x GEMMs and grad_weight's config compile for
+    sm_90 (channels-last specialisation) within shared memory and without register spills."""
+    results = run_aot_script(AOT_SCRIPT)
+    assert len(results) == 2 * (2 * len(triton_backend.GPU_TILES) + 1)
+    for label, shared, stack in results:
+        assert shared <= 227 * 1024, (label, shared)
+        assert stack == 0, (label, stack)
