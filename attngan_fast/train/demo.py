@@ -1,0 +1,289 @@
+"""``attngan-fast demo``: SynthBirds -> DAMSM pretraining -> a small AttnGAN -> pictures.
+
+Everything is made locally (no download). Under ``<out>`` (default ``runs/demo``):
+
+    data/            SynthBirds in the CUB layout
+    damsm/           text_encoder*.pth, image_encoder*.pth (small image encoder), metrics
+    gan/             the GAN run (checkpoint, Model/netG.pth, samples/ grids, metrics.jsonl)
+    colours.png      one row per caption that changes one colour word, same noise per column
+    generated/       every stage's image and the word-attention figure of a few captions
+
+Sizes are chosen for the machine: ``cpu`` (a 2-core CPU, about 15 minutes), ``gpu`` (larger: more
+images, a wider network, longer training) and ``tiny`` (seconds, for tests).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from attngan_fast.config import config_from_dict, preset
+from attngan_fast.data.synth_birds import make_synth_birds
+from attngan_fast.train.gan_trainer import GanTrainOptions, train_gan
+from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
+from attngan_fast.train.run_dir import load_vocab
+from attngan_fast.viz import save_image_grid
+
+# Captions for the pictures: each changes one colour word, so the rows should differ in it.
+COLOUR_CAPTIONS = (
+    "this bird has a red body with blue wings and a red crown",
+    "this bird has a blue body with blue wings and a blue crown",
+    "this bird has a yellow body with black wings and a yellow crown",
+    "this bird has a green body with green wings and a green crown",
+    "this bird has a black body with white wings and a black crown",
+    "this bird has a white body with grey wings and a white crown",
+)
+SAMPLE_CAPTIONS = (
+    "this bird has a red body with blue wings and a red crown",
+    "this bird has a yellow body with black wings and a yellow crown",
+    "this bird has a blue body with green wings and a blue crown",
+    "this bird has a white body with black wings and a white crown",
+)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the three phases. Images: SynthBirds at ``image_size``; G makes 64 and 128 px."""
+
+    n_train: int = 2000
+    n_test: int = 200
+    image_size: int = 128
+    embedding_dim: int = 64
+    damsm_steps: int = 300
+    damsm_batch: int = 32
+    damsm_lr: float = 2e-3
+    small_size: int = 64
+    small_ndf: int = 16
+    gan_steps: int = 1500
+    gan_batch: int = 16
+    branches: int = 2
+    ngf: int = 8
+    ndf: int = 8
+    r_num: int = 1
+    lr: float = 2e-4
+    lambda_: float = 5.0
+    ema_decay: float = 0.99
+    sample_every: int = 250
+    precision: str = "fp32"
+    classifier_epochs: int = 6
+    eval_captions_per_image: int = 2
+
+
+SETTINGS = {
+    "cpu": DemoSettings(),
+    "gpu": DemoSettings(
+        n_train=8000,
+        n_test=500,
+        image_size=256,
+        embedding_dim=256,
+        damsm_steps=2000,
+        damsm_batch=48,
+        small_ndf=64,
+        gan_steps=12000,
+        gan_batch=32,
+        branches=3,
+        ngf=32,
+        ndf=64,
+        r_num=2,
+        ema_decay=0.999,
+        sample_every=1000,
+        precision="bf16",
+    ),  # fmt: skip
+    "tiny": DemoSettings(
+        n_train=48,
+        n_test=8,
+        classifier_epochs=1,
+        eval_captions_per_image=1,
+        image_size=64,
+        embedding_dim=32,
+        damsm_steps=4,
+        damsm_batch=8,
+        small_size=32,
+        small_ndf=4,
+        gan_steps=3,
+        gan_batch=4,
+        ngf=2,
+        ndf=2,
+        sample_every=3,
+    ),  # fmt: skip
+}
+
+
+def demo_settings(kind: str | None = None) -> DemoSettings:
+    """The settings for ``kind`` (``cpu``, ``gpu``, ``tiny``); None picks gpu when CUDA is there."""
+    if kind is None:
+        kind = "gpu" if torch.cuda.is_available() else "cpu"
+    if kind not in SETTINGS:
+        raise ValueError(f"demo size must be one of {', '.join(SETTINGS)}, got {kind!r}")
+    return SETTINGS[kind]
+
+
+def run_demo(
+    out_dir: str | Path = "runs/demo",
+    settings: DemoSettings | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Run the whole demo; returns the main outputs (also printed with the time each phase took)."""
+    s = settings or demo_settings()
+    out = Path(out_dir)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    data = out / "data"
+    if not (data / "attributes.json").is_file():
+        make_synth_birds(
+            data, s.n_train, s.n_test, seed=seed, image_size=s.image_size, overwrite=True
+        )
+    timings["data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    damsm_cfg = config_from_dict(
+        {
+            "TREE": {"BRANCH_NUM": 1, "BASE_SIZE": s.small_size},
+            "TEXT": {"EMBEDDING_DIM": s.embedding_dim},
+            "TRAIN": {
+                "BATCH_SIZE": s.damsm_batch, "ENCODER_LR": s.damsm_lr,
+                "MAX_EPOCH": 10_000, "SNAPSHOT_INTERVAL": 10_000,
+            },
+        },
+        preset("damsm_birds"),
+    )  # fmt: skip
+    text_path, _ = pretrain_damsm(
+        damsm_cfg,
+        PretrainOptions(
+            out_dir=out / "damsm", data_dir=data, image_encoder="small", small_ndf=s.small_ndf,
+            small_size=s.small_size, device=device, precision=s.precision, seed=seed,
+            max_steps=s.damsm_steps, progress=progress, log_every=10,
+        ),
+    )  # fmt: skip
+    timings["damsm"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    gan_cfg = config_from_dict(
+        {
+            "TREE": {"BRANCH_NUM": s.branches},
+            "GAN": {"GF_DIM": s.ngf, "DF_DIM": s.ndf, "R_NUM": s.r_num},
+            "TEXT": {"EMBEDDING_DIM": s.embedding_dim},
+            "TRAIN": {
+                "BATCH_SIZE": s.gan_batch, "GENERATOR_LR": s.lr, "DISCRIMINATOR_LR": s.lr,
+                "MAX_EPOCH": 10_000, "SNAPSHOT_INTERVAL": 10_000,
+                "SMOOTH": {"LAMBDA": s.lambda_},
+            },
+        },
+        preset("birds"),
+    )  # fmt: skip
+    files = train_gan(
+        gan_cfg,
+        GanTrainOptions(
+            out_dir=out / "gan", data_dir=data, text_encoder=text_path, device=device,
+            precision=s.precision, seed=seed, max_steps=s.gan_steps,
+            checkpoint_every=max(s.sample_every, 100), sample_every=s.sample_every,
+            sample_captions=list(SAMPLE_CAPTIONS), ema_decay=s.ema_decay, progress=progress,
+        ),
+    )  # fmt: skip
+    timings["gan"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    outputs = write_pictures(files.root, out, device, seed)
+    timings["pictures"] = time.perf_counter() - t0
+
+    if s.classifier_epochs > 0:
+        t0 = time.perf_counter()
+        outputs["attribute_accuracy"] = evaluate_colours(files.root, data, out, s, device)
+        timings["eval"] = time.perf_counter() - t0
+    total = sum(timings.values())
+    lines = [f"{k:>9}: {v:7.1f} s" for k, v in timings.items()] + [f"{'total':>9}: {total:7.1f} s"]
+    (out / "timings.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outputs.update(gan=files.root, damsm=out / "damsm", data=data, timings=out / "timings.txt")
+    return outputs
+
+
+def evaluate_colours(
+    run_dir: Path, data: Path, out: Path, s: DemoSettings, device: str | None = None
+) -> Path:
+    """Attribute accuracy of the demo's generator on test captions (``attribute_accuracy.json``).
+
+    A part-colour classifier is trained on the real training images (64 px), checked on the
+    real test images, then scores one generated image per test caption: the fraction of the
+    colours named in the captions that the classifier sees on the right part.
+    """
+    import json
+
+    from attngan_fast.eval.attribute_accuracy import (
+        attribute_accuracy,
+        load_caption_targets,
+        load_real_images,
+        train_classifier,
+    )
+    from attngan_fast.generate import load_generation_models
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    clf, report = train_classifier(
+        load_real_images(data, "train"), load_real_images(data, "test"),
+        epochs=s.classifier_epochs, device=dev,
+    )  # fmt: skip
+    models = load_generation_models(
+        run_dir / "Model" / "netG.pth", run_dir / "Model" / "text_encoder.pth",
+        load_vocab(run_dir / "vocab.json"), dev,
+    )  # fmt: skip
+    z_dim = models.netG.h_net1.in_dim - models.netG.ca_net.c_dim
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    @torch.no_grad()
+    def generate_fn(ids: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        ids = ids.to(dev)
+        words, sent = models.text_encoder(ids, lens)
+        z = torch.randn(len(ids), z_dim, device=dev, generator=gen)
+        images, _, _, _ = models.netG(z, sent, words, (ids == 0)[:, : words.shape[2]], False)
+        return images[-1]
+
+    targets = load_caption_targets(data, "test", per_image=s.eval_captions_per_image)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        result = attribute_accuracy(clf.to(dev), generate_fn, targets)
+    record = {
+        "attribute_accuracy": result.accuracy,
+        "per_part": result.per_part,
+        "named_colours": result.named,
+        "classifier_held_out_accuracy": report.held_out_accuracy,
+        "chance": 0.1,
+    }
+    path = out / "attribute_accuracy.json"
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def write_pictures(
+    run_dir: str | Path, out: str | Path, device: str | None = None, seed: int = 0
+) -> dict[str, Path]:
+    """``colours.png`` and ``generated/`` from a finished GAN run (EMA generator)."""
+    from attngan_fast.generate import generate, load_generation_models, sample_images
+
+    run_dir, out = Path(run_dir), Path(out)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    models = load_generation_models(
+        run_dir / "Model" / "netG.pth",
+        run_dir / "Model" / "text_encoder.pth",
+        load_vocab(run_dir / "vocab.json"),
+        dev,
+    )
+    per_row = 6
+    rows = []
+    for caption in COLOUR_CAPTIONS:
+        ids = models.vocab.encode(caption).ids
+        images, _ = sample_images(models, ids, per_row, seed)  # same seed: same noise per column
+        rows.append(images[-1])
+    colours = save_image_grid(torch.cat(rows), out / "colours.png", nrow=per_row)
+    (out / "colours.txt").write_text("\n".join(COLOUR_CAPTIONS) + "\n", encoding="utf-8")
+    generate(models, list(SAMPLE_CAPTIONS), out / "generated", n_samples=1, seed=seed)
+    return {"colours": colours, "generated": out / "generated"}
+
+
+def scaled(settings: DemoSettings, **changes: object) -> DemoSettings:
+    """``settings`` with some fields changed (for experiments and tests)."""
+    return replace(settings, **changes)

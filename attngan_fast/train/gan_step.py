@@ -1,0 +1,287 @@
+"""One AttnGAN training iteration (spec section 5), reusable by the trainer and the benchmark.
+
+    state = build_gan_state(cfg, vocab_size, device, "bf16")
+    batch = synthetic_batch(cfg, vocab_size, cfg.TRAIN.BATCH_SIZE, device)
+    logs = gan_train_step(state, batch)      # {"errD0": ..., "errG_total": ..., ...}
+
+The step: frozen text encoder (eval, no grad) -> z ~ N(0, I) -> G -> for each D its loss on the
+detached fakes and its own Adam step -> G loss (adversarial terms of every stage, LAMBDA x DAMSM
+on the last stage through the frozen image encoder, KL) -> G's Adam step -> EMA of G's parameters.
+Under fp16 one GradScaler serves every optimiser and is updated once per iteration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from attngan_fast import losses
+from attngan_fast.config import Config
+from attngan_fast.data.dataset import Batch
+from attngan_fast.models import build_discriminators, build_generator
+from attngan_fast.ops import original
+from attngan_fast.train.distributed import DistInfo, wrap_ddp
+from attngan_fast.train.ema import ParamEMA
+from attngan_fast.train.encoders import (
+    EncoderSpec,
+    build_image_encoder,
+    build_text_encoder,
+    freeze,
+)
+from attngan_fast.train.precision import autocast, check_precision, make_scaler
+
+
+class _DiscriminatorLoss(nn.Module):
+    """``losses.discriminator_loss`` as one forward call (DDP sees every D parameter used)."""
+
+    def __init__(self, netD: nn.Module) -> None:
+        super().__init__()
+        self.netD = netD
+
+    def forward(self, real: Tensor, fake: Tensor, sent: Tensor) -> Tensor:
+        return losses.discriminator_loss(self.netD, real, fake, sent)
+
+
+@dataclass
+class GanState:
+    """Everything one GAN iteration reads and updates.
+
+    ``netG`` / ``d_losses`` are what the step calls (DDP-wrapped in multi-process runs);
+    ``generator`` / ``discriminators`` are the plain modules (what checkpoints hold).
+    """
+
+    cfg: Config
+    device: torch.device
+    precision: str
+    text_encoder: nn.Module
+    image_encoder: nn.Module
+    generator: nn.Module
+    discriminators: nn.ModuleList
+    netG: nn.Module
+    d_losses: list[nn.Module]
+    optimizer_g: torch.optim.Optimizer
+    optimizers_d: list[torch.optim.Optimizer]
+    scaler: torch.amp.GradScaler | None
+    ema: ParamEMA
+    channels_last: bool = False
+    original_damsm_loop: bool = False
+    dist: DistInfo = field(default_factory=DistInfo)
+    step: int = 0
+
+
+def build_gan_state(
+    cfg: Config,
+    vocab_size: int,
+    device: torch.device | str,
+    precision: str = "fp32",
+    *,
+    text_encoder: nn.Module | None = None,
+    image_encoder: nn.Module | None = None,
+    image_encoder_kind: str = "inception",
+    channels_last: bool = False,
+    original_damsm_loop: bool = False,
+    legacy_mask: bool = False,
+    dist: DistInfo | None = None,
+    sync_bn: bool = False,
+) -> GanState:
+    """Models, optimisers, scaler and EMA for GAN training on ``device``.
+
+    ``text_encoder`` / ``image_encoder``: pretrained DAMSM encoders (frozen here); when omitted,
+    randomly initialised ones of ``image_encoder_kind`` (what a benchmark needs). G and the Ds get
+    the original orthogonal init and Adam(lr, betas (0.5, 0.999)) each. ``channels_last`` puts the
+    image networks and images in channels-last memory format. ``original_damsm_loop`` computes the
+    DAMSM term with the original per-caption loop (``ops.original``), the faithful baseline.
+    """
+    device = torch.device(device)
+    check_precision(precision, device)
+    dist = dist or DistInfo(device=device)
+    if sync_bn and dist.enabled and device.type != "cuda":
+        raise ValueError("--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
+    if text_encoder is None or image_encoder is None:
+        spec = EncoderSpec(
+            n_words=vocab_size,
+            nef=cfg.TEXT.EMBEDDING_DIM,
+            rnn_type=cfg.RNN_TYPE,
+            image_encoder=image_encoder_kind,
+            small_size=cfg.TREE.BASE_SIZE * 2 ** (cfg.TREE.BRANCH_NUM - 1),
+        )
+        if text_encoder is None:
+            text_encoder = build_text_encoder(spec)
+        if image_encoder is None:
+            image_encoder = build_image_encoder(spec)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    text_encoder = freeze(text_encoder.to(device))
+    image_encoder = freeze(image_encoder.to(device, memory_format=memory_format))
+    generator = build_generator(cfg, legacy_mask=legacy_mask).to(
+        device, memory_format=memory_format
+    )
+    discriminators = build_discriminators(cfg).to(device, memory_format=memory_format)
+    if sync_bn and dist.enabled:
+        discriminators = nn.SyncBatchNorm.convert_sync_batchnorm(discriminators)
+    betas = (0.5, 0.999)
+    optimizer_g = torch.optim.Adam(generator.parameters(), lr=cfg.TRAIN.GENERATOR_LR, betas=betas)
+    optimizers_d = [
+        torch.optim.Adam(d.parameters(), lr=cfg.TRAIN.DISCRIMINATOR_LR, betas=betas)
+        for d in discriminators
+    ]
+    return GanState(
+        cfg=cfg,
+        device=device,
+        precision=precision,
+        text_encoder=text_encoder,
+        image_encoder=image_encoder,
+        generator=generator,
+        discriminators=discriminators,
+        netG=wrap_ddp(generator, dist),  # fused BN ops: SyncBatchNorm would not apply
+        d_losses=[wrap_ddp(_DiscriminatorLoss(d), dist) for d in discriminators],
+        optimizer_g=optimizer_g,
+        optimizers_d=optimizers_d,
+        scaler=make_scaler(precision, device),
+        ema=ParamEMA(generator),
+        channels_last=channels_last,
+        original_damsm_loop=original_damsm_loop,
+        dist=dist,
+    )
+
+
+def synthetic_batch(
+    cfg: Config,
+    vocab_size: int,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> Batch:
+    """A random batch shaped like the data loader's: images in [-1, 1] per branch, captions of
+    1..WORDS_NUM random non-zero word indices (0-padded), one class per sample."""
+    words_num = cfg.TEXT.WORDS_NUM
+    sizes = [cfg.TREE.BASE_SIZE * 2**i for i in range(cfg.TREE.BRANCH_NUM)]
+    images = [torch.rand(batch_size, 3, s, s, generator=generator) * 2 - 1 for s in sizes]
+    cap_lens = torch.randint(1, words_num + 1, (batch_size,), generator=generator)
+    cap_lens[0] = words_num  # the longest caption fills the padded width, as in real batches
+    words = torch.randint(1, max(2, vocab_size), (batch_size, words_num), generator=generator)
+    captions = words * (torch.arange(words_num)[None, :] < cap_lens[:, None])
+    device = torch.device(device)
+    return Batch(
+        images=[img.to(device) for img in images],
+        captions=captions.to(device),
+        cap_lens=cap_lens.to(device),
+        class_ids=torch.arange(batch_size, device=device),
+        keys=[f"synthetic_{i}" for i in range(batch_size)],
+        order=torch.arange(batch_size),
+    )
+
+
+@torch.no_grad()
+def encode_captions(
+    text_encoder: nn.Module, captions: Tensor, cap_lens: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Frozen text encoder: captions B x T -> (words B x nef x T', sent B x nef, mask B x T')."""
+    words_embs, sent_emb = text_encoder(captions, cap_lens)
+    mask = (captions == 0)[:, : words_embs.shape[2]]
+    return words_embs.detach(), sent_emb.detach(), mask
+
+
+def _original_generator_loss(
+    state: GanState,
+    fake_imgs: list[Tensor],
+    words_embs: Tensor,
+    sent_emb: Tensor,
+    cap_lens: Tensor,
+    class_ids: Tensor | None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``losses.generator_loss`` with the DAMSM term through the original per-caption loop."""
+    smooth = state.cfg.TRAIN.SMOOTH
+    err_total = fake_imgs[0].new_zeros((), dtype=torch.float32)
+    logs: dict[str, Tensor] = {}
+    for i, netD in enumerate(state.discriminators):
+        features = netD(fake_imgs[i])
+        cond = netD.COND_DNET(features, sent_emb)
+        g_loss = nn.functional.binary_cross_entropy_with_logits(cond, torch.ones_like(cond))
+        if netD.UNCOND_DNET is not None:
+            uncond = netD.UNCOND_DNET(features)
+            g_loss = g_loss + nn.functional.binary_cross_entropy_with_logits(
+                uncond, torch.ones_like(uncond)
+            )
+        err_total = err_total + g_loss
+        logs[f"g_loss{i}"] = g_loss.detach()
+    region_features, cnn_code = state.image_encoder(fake_imgs[-1])
+    batch = cnn_code.shape[0]
+    labels = torch.arange(batch, device=cnn_code.device)
+    w0, w1, _, _ = original.words_loss(
+        region_features, words_embs, labels, cap_lens, class_ids, batch,
+        smooth.GAMMA1, smooth.GAMMA2, smooth.GAMMA3,
+    )  # fmt: skip
+    s0, s1 = original.sent_loss(cnn_code, sent_emb, labels, class_ids, batch, smooth.GAMMA3)
+    w_loss = (w0 + w1) * smooth.LAMBDA
+    s_loss = (s0 + s1) * smooth.LAMBDA
+    logs["w_loss"], logs["s_loss"] = w_loss.detach(), s_loss.detach()
+    return err_total + w_loss + s_loss, logs
+
+
+def _backward_and_step(state: GanState, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
+    if state.scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        state.scaler.scale(loss).backward()
+        state.scaler.step(optimizer)
+
+
+def gan_train_step(state: GanState, batch: Batch) -> dict[str, float]:
+    """One iteration on ``batch`` (a ``data.Batch``, on any device); returns the losses as floats.
+
+    Keys: ``errD{i}`` per D, ``g_loss{i}`` per stage, ``w_loss``, ``s_loss`` (LAMBDA-weighted
+    DAMSM terms), ``kl_loss``, ``errG_total``. One host synchronisation (reading the losses).
+    """
+    cfg, device = state.cfg, state.device
+    memory_format = torch.channels_last if state.channels_last else torch.contiguous_format
+    real_imgs = [img.to(device, memory_format=memory_format) for img in batch.images]
+    captions = batch.captions.to(device)
+    cap_lens = batch.cap_lens.to(device)
+    class_ids = batch.class_ids.to(device) if batch.class_ids is not None else None
+    words_embs, sent_emb, mask = encode_captions(state.text_encoder, captions, cap_lens)
+    noise = torch.randn(captions.shape[0], cfg.GAN.Z_DIM, device=device)
+
+    with autocast(state.precision, device):
+        fake_imgs, _, mu, logvar = state.netG(noise, sent_emb, words_embs, mask, need_attn=False)
+
+    logs: dict[str, Tensor] = {}
+    for i, (d_loss, optimizer) in enumerate(zip(state.d_losses, state.optimizers_d)):
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(state.precision, device):
+            err_d = d_loss(real_imgs[i], fake_imgs[i].detach(), sent_emb)
+        _backward_and_step(state, err_d, optimizer)
+        logs[f"errD{i}"] = err_d.detach()
+
+    state.optimizer_g.zero_grad(set_to_none=True)
+    state.discriminators.requires_grad_(False)  # G's backward needs no D weight gradients
+    try:
+        with autocast(state.precision, device):
+            if state.original_damsm_loop:
+                err_g, g_logs = _original_generator_loss(
+                    state, fake_imgs, words_embs, sent_emb, cap_lens, class_ids
+                )
+            else:
+                smooth = cfg.TRAIN.SMOOTH
+                err_g, g_logs = losses.generator_loss(
+                    state.discriminators, state.image_encoder, fake_imgs, words_embs, sent_emb,
+                    cap_lens, class_ids, lambda_=smooth.LAMBDA, gamma1=smooth.GAMMA1,
+                    gamma2=smooth.GAMMA2, gamma3=smooth.GAMMA3,
+                )  # fmt: skip
+            kl = losses.KL_loss(mu.float(), logvar.float())
+            err_g = err_g + kl
+        _backward_and_step(state, err_g, state.optimizer_g)
+    finally:
+        state.discriminators.requires_grad_(True)
+    if state.scaler is not None:
+        state.scaler.update()
+    state.ema.update(state.generator)
+    state.step += 1
+
+    logs.update(g_logs)
+    logs["kl_loss"] = kl.detach()
+    logs["errG_total"] = err_g.detach()
+    values = torch.stack([v.float() for v in logs.values()]).tolist()
+    return dict(zip(logs, values))

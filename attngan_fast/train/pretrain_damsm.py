@@ -1,0 +1,230 @@
+"""DAMSM pretraining: the text encoder and the image encoder's projections on the DAMSM loss.
+
+As the original ``pretrain_DAMSM.py``: loss = w_loss0 + w_loss1 + s_loss0 + s_loss1 (spec
+section 4) on the largest image of each sample, Adam(lr, betas (0.5, 0.999)) over the text
+encoder's and the image encoder's trainable parameters, re-created at every epoch (as the original
+does: its moments restart each epoch) with lr = ENCODER_LR, multiplied by 0.98 after each epoch
+while lr > ENCODER_LR / 10; gradient norm of the RNN's parameters only clipped at RNN_GRAD_CLIP.
+Files ``text_encoder{E}.pth`` / ``image_encoder{E}.pth`` (plain state dicts, the original format)
+after epoch index E when E % SNAPSHOT_INTERVAL == 0 and after the last epoch, with
+``encoders.json`` and ``vocab.json`` beside them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from attngan_fast import ops
+from attngan_fast.config import Config
+from attngan_fast.data.dataset import prepare_batch
+from attngan_fast.models import load_inception_weights
+from attngan_fast.ops import original
+from attngan_fast.train.data import load_dataset, make_loader
+from attngan_fast.train.distributed import (
+    DistInfo,
+    all_ranks_agree,
+    cleanup,
+    init_distributed,
+    unwrap,
+    wrap_ddp,
+)
+from attngan_fast.train.encoders import (
+    EncoderSpec,
+    build_image_encoder,
+    build_text_encoder,
+    save_encoders,
+)
+from attngan_fast.train.gan_trainer import NonFiniteLossError, seed_everything
+from attngan_fast.train.precision import autocast, check_precision, make_scaler
+from attngan_fast.train.progress import ProgressLogger
+from attngan_fast.train.run_dir import save_vocab
+from attngan_fast.train.sampler import ResumableSampler
+
+
+@dataclass
+class PretrainOptions:
+    """Options of DAMSM pretraining beyond the config (``Config``: TRAIN.ENCODER_LR, BATCH_SIZE,
+    MAX_EPOCH, SNAPSHOT_INTERVAL, RNN_GRAD_CLIP, SMOOTH.GAMMA1-3, TEXT.*).
+
+    image_encoder ``inception`` needs ``inception_weights`` (a torchvision ``inception_v3``
+    ImageNet state dict file) to be meaningful; ``small`` trains ``SmallImageEncoder`` from
+    scratch on ``small_size`` px images (regions small_size / 8 a side).
+    """
+
+    out_dir: str | Path = "runs/damsm"
+    data_dir: str | Path | None = None
+    layout: str = "auto"
+    image_encoder: str = "inception"
+    inception_weights: str | Path | None = None
+    small_ndf: int = 64
+    small_size: int = 64
+    device: str | None = None
+    precision: str = "fp32"
+    seed: int = 100
+    max_epochs: int | None = None
+    max_steps: int | None = None
+    workers: int = 0
+    log_every: int = 10
+    original_damsm_loop: bool = False
+    progress: bool = True
+
+
+def damsm_total_loss(
+    region: Tensor,
+    code: Tensor,
+    words: Tensor,
+    sent: Tensor,
+    cap_lens: Tensor,
+    class_ids: Tensor | None,
+    cfg: Config,
+    use_original: bool = False,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """w_loss0 + w_loss1 + s_loss0 + s_loss1 and the four terms (``ops.damsm_loss`` or the loop)."""
+    smooth = cfg.TRAIN.SMOOTH
+    if use_original:
+        batch = code.shape[0]
+        labels = torch.arange(batch, device=code.device)
+        w0, w1, _, _ = original.words_loss(
+            region, words, labels, cap_lens, class_ids, batch,
+            smooth.GAMMA1, smooth.GAMMA2, smooth.GAMMA3,
+        )  # fmt: skip
+        s0, s1 = original.sent_loss(code, sent, labels, class_ids, batch, smooth.GAMMA3)
+    else:
+        w0, w1, s0, s1 = ops.damsm_loss(
+            region, code, words, sent, cap_lens, class_ids,
+            smooth.GAMMA1, smooth.GAMMA2, smooth.GAMMA3,
+        )[:4]  # fmt: skip
+    terms = {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}
+    return w0 + w1 + s0 + s1, terms
+
+
+def pretrain_damsm(cfg: Config, opts: PretrainOptions) -> tuple[Path, Path]:
+    """Pretrain the DAMSM encoders; returns the last (text_encoder, image_encoder) files."""
+    info = init_distributed(opts.device)
+    try:
+        return _pretrain(cfg, opts, info)
+    finally:
+        cleanup(info)
+
+
+def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path, Path]:
+    device = info.device
+    check_precision(opts.precision, device)
+    seed_everything(opts.seed + info.rank)
+    if opts.data_dir is None:
+        raise ValueError("no dataset: pass --data DIR (or set DATA_DIR in the config)")
+    out = Path(opts.out_dir)
+    data_cfg = cfg
+    if opts.image_encoder == "small":  # one branch at the encoder's own size
+        data_cfg = _with_images(cfg, opts.small_size)
+    dataset = load_dataset(opts.data_dir, data_cfg, "train", opts.layout)
+    spec = EncoderSpec(
+        n_words=dataset.n_words, nef=cfg.TEXT.EMBEDDING_DIM, rnn_type=cfg.RNN_TYPE,
+        image_encoder=opts.image_encoder, small_ndf=opts.small_ndf, small_size=opts.small_size,
+    )  # fmt: skip
+    text_encoder = build_text_encoder(spec).to(device)
+    image_encoder = build_image_encoder(spec)
+    if opts.image_encoder == "inception":
+        if opts.inception_weights is None:
+            raise ValueError(
+                "the inception image encoder needs ImageNet Inception-v3 weights: pass "
+                "--inception-weights FILE (torchvision inception_v3 state dict), or use "
+                "--image-encoder small"
+            )
+        state = torch.load(opts.inception_weights, map_location="cpu", weights_only=True)
+        load_inception_weights(image_encoder, state)
+    image_encoder = image_encoder.to(device)
+    params = list(text_encoder.parameters()) + [
+        p for p in image_encoder.parameters() if p.requires_grad
+    ]
+    text_ddp, image_ddp = wrap_ddp(text_encoder, info), wrap_ddp(image_encoder, info)
+    scaler = make_scaler(opts.precision, device)
+    sampler = ResumableSampler(
+        len(dataset), seed=opts.seed, rank=info.rank, world_size=info.world_size
+    )
+    batch_size = cfg.TRAIN.BATCH_SIZE
+    max_epochs = opts.max_epochs if opts.max_epochs is not None else cfg.TRAIN.MAX_EPOCH
+    steps_per_epoch = len(sampler) // batch_size
+    total = max_epochs * steps_per_epoch
+    if opts.max_steps is not None:
+        total = min(total, opts.max_steps)
+        max_epochs = min(max_epochs, math.ceil(total / steps_per_epoch))
+    if info.is_main:
+        save_vocab(dataset.vocab, out / "vocab.json")
+    logger = ProgressLogger(
+        out / "metrics.jsonl", total, 0, batch_size * info.world_size,
+        enabled=info.is_main, show_bar=opts.progress, desc="damsm",
+    )  # fmt: skip
+    lr, step = cfg.TRAIN.ENCODER_LR, 0
+    paths: tuple[Path, Path] | None = None
+    try:
+        for epoch in range(max_epochs):
+            optimizer = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
+            text_ddp.train()
+            image_ddp.train()
+            sampler.set_epoch(epoch)
+            for batch in make_loader(dataset, sampler, batch_size, opts.workers):
+                batch = prepare_batch(batch, device)
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(opts.precision, device):
+                    region, code = image_ddp(batch.images[-1])
+                    words, sent = text_ddp(batch.captions, batch.cap_lens)
+                    loss, terms = damsm_total_loss(
+                        region, code, words, sent, batch.cap_lens, batch.class_ids, cfg,
+                        opts.original_damsm_loop,
+                    )  # fmt: skip
+                _step(loss, optimizer, scaler, text_encoder, cfg.TRAIN.RNN_GRAD_CLIP)
+                sampler.advance(batch_size)
+                step += 1
+                values = dict(zip(["loss", *terms], torch.stack([loss, *terms.values()]).tolist()))
+                if not all_ranks_agree(all(map(math.isfinite, values.values())), info):
+                    raise NonFiniteLossError(
+                        f"non-finite DAMSM loss at step {step} (epoch {epoch}): {values}; the "
+                        f"encoder files already written in {out} are kept"
+                    )
+                if step % opts.log_every == 0 or step == total:
+                    logger.log(step, epoch, {**values, "lr": lr})
+                if step >= total:
+                    break
+            last = step >= total or epoch == max_epochs - 1
+            if info.is_main and (epoch % cfg.TRAIN.SNAPSHOT_INTERVAL == 0 or last):
+                paths = save_encoders(out, epoch, unwrap(text_ddp), unwrap(image_ddp), spec)
+                logger.write(f"saved {paths[0]} and {paths[1]}")
+            if lr > cfg.TRAIN.ENCODER_LR / 10.0:
+                lr *= 0.98
+            if last:
+                break
+    finally:
+        logger.close()
+    return paths if paths is not None else (out / "text_encoder.pth", out / "image_encoder.pth")
+
+
+def _step(
+    loss: Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    text_encoder: nn.Module,
+    clip: float,
+) -> None:
+    """Backward, clip the RNN's gradient norm at ``clip``, Adam step (through the fp16 scaler)."""
+    if scaler is None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(text_encoder.parameters(), clip)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(text_encoder.parameters(), clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _with_images(cfg: Config, size: int) -> Config:
+    from attngan_fast.config import config_from_dict
+
+    return config_from_dict({"TREE": {"BRANCH_NUM": 1, "BASE_SIZE": size}}, cfg)
