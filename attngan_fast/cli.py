@@ -1,6 +1,6 @@
 """``attngan-fast``: the command line of attngan-fast (one command, one subcommand per job).
 
-    attngan-fast demo                          # try everything on generated data (CPU: ~15 min)
+    attngan-fast demo                          # try everything on generated data (CPU: ~13 min)
     attngan-fast synth-data data/synth_birds   # make the SynthBirds dataset (CUB layout)
     attngan-fast pretrain-damsm --data data/birds --image-encoder small
     attngan-fast train --data data/birds --text-encoder runs/damsm/text_encoder599.pth
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="SynthBirds -> DAMSM -> small AttnGAN -> pictures, in one go",
         description="Make SynthBirds, pretrain DAMSM briefly (small image encoder), train a "
         "small AttnGAN and write sample grids, colours.png (one row per caption, one colour "
-        "word changed each time) and attention figures. About 15 minutes on a 2-core CPU; "
+        "word changed each time) and attention figures. About 13 minutes on a 2-core CPU; "
         "larger sizes on a GPU.",
         formatter_class=_Formatter,
     )

@@ -29,7 +29,8 @@ ENV_VAR = "ATTNGAN_FAST_BACKEND"
 
 OPS = ("word_attention", "damsm_word_similarity", "upsample_conv3x3", "batch_norm_act")
 
-# Automatic choice on CUDA tensors: first available wins (fastest measured first).
+# Automatic choice on CUDA tensors: first available wins. The order is the expected speed; it is
+# not yet measured on a GPU (benchmarks/NOTES.md), and the benchmark tables should decide it.
 AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {
     "word_attention": ("triton", "cuda", "torch"),
     "damsm_word_similarity": ("triton", "cuda", "torch"),
