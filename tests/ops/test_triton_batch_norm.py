@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from parity import assert_rel_parity
+from triton_aot import assert_fits_sm90, run_aot_script
 
 from attngan_fast import ops
 from attngan_fast.ops import _layout
@@ -260,75 +261,31 @@ def test_gpu_block_chain():
 # --- compiled for the GPU without one (Triton's own ptxas) ----------------------------------------
 
 AOT_SCRIPT = r"""
-import json, os, subprocess, tempfile
-import triton
 import triton.language as tl
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 from attngan_fast.ops.triton import batch_norm as B
 
-CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
 FP32_PTRS = ("part_ptr", "rm_ptr", "rv_ptr", "w_ptr", "b_ptr", "mean_ptr", "var_ptr", "sums_ptr")
-results = []
 for dt in ("bf16", "fp32"):
+    ptrs = dict({"*": dt}, **{name: "fp32" for name in FP32_PTRS})
     for block_s, block_c in ((1024, 4), (32, 128)):  # NCHW-like and channels-last-like tiles
         for training in (True, False):
             flags = dict(BLOCK_S=block_s, BLOCK_C=block_c, ACC=tl.float32, GLU=True,
                          TRAINING=training, HAS_W=True, HAS_B=True, RTNE_BF16=False)
-            for kern in (B._stats_kernel, B._apply_kernel, B._grad_reduce_kernel,
-                         B._grad_apply_kernel):
-                fn = kern
+            for fn in (B._stats_kernel, B._apply_kernel, B._grad_reduce_kernel,
+                       B._grad_apply_kernel):
                 consts = {k: v for k, v in flags.items() if k in fn.arg_names}
-                sig = {}
-                for n in fn.arg_names:
-                    if n in consts:
-                        sig[n] = "constexpr"
-                    elif n.endswith("_ptr"):
-                        sig[n] = "*fp32" if n in FP32_PTRS else "*" + dt
-                    else:
-                        sig[n] = "fp32" if n in ("eps", "inv_n") else "i32"
-                k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
-                                   target=GPUTarget("cuda", 90, 32),
-                                   options={"num_warps": B._NUM_WARPS})
-                with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-                    f.write(k.asm["cubin"])
-                    f.flush()
-                    res = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True,
-                                         text=True)
-                usage = dict(kv.split(":") for kv in res.stdout.split("REG")[1].split()
-                             if ":" in kv)
-                label = f"{fn.__name__} {dt} {block_s}x{block_c} training={training}"
-                results.append((label, k.metadata.shared, int(usage["STACK"])))
-print(json.dumps(results))
+                compile_sm90(f"{fn.__name__} {dt} {block_s}x{block_c} training={training}", fn,
+                             consts, ptrs, float_args=("eps", "inv_n"),
+                             options={"num_warps": B._NUM_WARPS})
 """
-
-
-def _run_aot_script(script: str) -> list:
-    """Run ``script`` in a fresh interpreter without TRITON_INTERPRET (compiled Triton); its last
-    stdout line is JSON. Skips where Triton has no bundled CUDA toolchain."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    import triton
-
-    nvidia = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    if not os.path.exists(os.path.join(nvidia, "cuobjdump")):
-        pytest.skip("this Triton has no bundled CUDA toolchain (cuobjdump, ptxas)")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                          timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
 def test_kernels_compile_for_sm90_without_spills():
     """The GLU variants (the largest) of every kernel compile for sm_90 with _NUM_WARPS warps and
     no register spills, for both tile shapes and both dtypes."""
-    results = _run_aot_script(AOT_SCRIPT)
+    results = run_aot_script(AOT_SCRIPT)
     assert len(results) == 2 * 2 * 2 * 4
-    for label, shared, stack in results:
-        assert shared <= 227 * 1024, (label, shared)
-        assert stack == 0, (label, stack)
+    assert_fits_sm90(results)
+    for r in results:
+        assert r["stack"] == 0, r

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from parity import assert_rel_parity
+from triton_aot import assert_fits_sm90, run_aot_script
 
 from attngan_fast import ops
 from attngan_fast.ops import _layout, phase_conv
@@ -172,69 +173,24 @@ def test_gpu_autocast_bf16():
 # --- compiled for the GPU without one (Triton's own ptxas) ----------------------------------------
 
 AOT_SCRIPT = r"""
-import json, os, subprocess, sys, tempfile
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 from attngan_fast.ops.triton import upsample_conv as U
 
-CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
-out = []
 for dt in ("bf16", "fp32"):
-    for name, kern, ptrs, unit, div in (
-        ("forward", U._forward_kernel, ("x_ptr", "wp_ptr", "y_ptr"), ("sxc", "syc"),
+    for name, kern, unit, div in (
+        ("forward", U._forward_kernel, ("sxc", "syc"),
          ("N", "K", "sxb", "sxh", "sxw", "syb", "syh", "syw")),
-        ("grad_x", U._grad_x_kernel, ("g_ptr", "wpt_ptr", "gx_ptr"), ("sgc", "sxc"),
+        ("grad_x", U._grad_x_kernel, ("sgc", "sxc"),
          ("N", "K", "sgb", "sgh", "sgw", "sxb", "sxh", "sxw")),
     ):
         for cfg in kern.configs:
             consts = dict(cfg.kwargs, PRECISION="tf32", DOT_F32=False, **{u: 1 for u in unit})
-            opts = {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
-            out.append((f"{name} {dt} {cfg.kwargs}", kern.fn, ptrs, div, consts, opts))
+            compile_sm90(f"{name} {dt} {cfg.kwargs}", kern.fn, consts, {"*": dt, "out_ptr": "fp32"},
+                         divisible=div, options=autotune_options(cfg))
     consts = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, PRECISION="tf32", DOT_F32=False, sxc=1, sgc=1)
-    out.append((f"grad_weight {dt}", U._grad_weight_kernel, ("x_ptr", "g_ptr"),
-                ("CIN", "COUT", "PIX_PER_SPLIT", "sxb", "sxh", "sxw", "sgb", "sgh", "sgw"),
-                consts, {"num_warps": 8, "num_stages": 2}))
-results = []
-for label, fn, ptrs, div, consts, opts in out:
-    dt = label.split()[1]
-    sig = {n: "constexpr" if n in consts else ("*" + dt if n in ptrs else "i32")
-           for n in fn.arg_names}
-    if "out_ptr" in sig:
-        sig["out_ptr"] = "*fp32"
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
-             if n in div or sig[n].startswith("*")}
-    k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
-                       target=GPUTarget("cuda", 90, 32), options=opts)
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(k.asm["cubin"])
-        f.flush()
-        res = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True)
-    usage = dict(kv.split(":") for kv in res.stdout.split("REG")[1].replace("\n", " ").split()
-                 if ":" in kv)
-    results.append((label, k.metadata.shared, int(usage["STACK"])))
-print(json.dumps(results))
+    div = ("CIN", "COUT", "PIX_PER_SPLIT", "sxb", "sxh", "sxw", "sgb", "sgh", "sgw")
+    compile_sm90(f"grad_weight {dt}", U._grad_weight_kernel, consts, {"*": dt, "out_ptr": "fp32"},
+                 divisible=div, options={"num_warps": 8, "num_stages": 2})
 """
-
-
-def run_aot_script(script: str) -> list:
-    """Run ``script`` in a fresh interpreter without TRITON_INTERPRET (compiled Triton); its last
-    stdout line is JSON. Skips where Triton has no CUDA backend or bundled cuobjdump."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    import triton
-
-    nvidia = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    if not os.path.exists(os.path.join(nvidia, "cuobjdump")):
-        pytest.skip("this Triton has no bundled CUDA toolchain (cuobjdump, ptxas)")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                          timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
@@ -243,6 +199,6 @@ def test_kernels_compile_for_sm90_without_spills():
     sm_90 (channels-last specialisation) within shared memory and without register spills."""
     results = run_aot_script(AOT_SCRIPT)
     assert len(results) == 2 * (2 * len(triton_backend.GPU_TILES) + 1)
-    for label, shared, stack in results:
-        assert shared <= 227 * 1024, (label, shared)
-        assert stack == 0, (label, stack)
+    assert_fits_sm90(results)
+    for r in results:
+        assert r["stack"] == 0, r
