@@ -98,6 +98,12 @@ def _plain_batch_norm_add(x, res, weight, bias, rm, rv, training, momentum, eps,
     return ops.batch_norm_add_reference(x, res, weight, bias, rm, rv, training, momentum, eps)
 
 
+def _plain_up_block(x, conv, weight, bias, rm, rv, training, momentum, eps, *, backend=None):
+    return ops.upsample_conv3x3_bn_glu_reference(
+        x, conv, weight, bias, rm, rv, training, momentum, eps
+    )
+
+
 @contextlib.contextmanager
 def plain_pytorch(damsm: Callable | None = None) -> Iterator[None]:
     """Within the block the models call the reference functions instead of the fused ops.
@@ -110,6 +116,7 @@ def plain_pytorch(damsm: Callable | None = None) -> Iterator[None]:
         "upsample_conv3x3": _plain_upsample_conv3x3,
         "batch_norm_glu": _plain_batch_norm_glu,
         "batch_norm_add": _plain_batch_norm_add,
+        "upsample_conv3x3_bn_glu": _plain_up_block,
         "damsm_loss": damsm or damsm_loss_reference,
     }
     saved = {name: getattr(ops, name) for name in swaps}

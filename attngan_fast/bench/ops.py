@@ -9,7 +9,14 @@ Implementations ("backends" in the rows) of each op at each shape, timed on the 
 * ``original`` -- DAMSM only: the original per-caption loop (``ops.original.words_loss`` +
   ``sent_loss``);
 * ``torch`` / ``triton`` / ``cuda`` -- the library's op with that backend (``available_backends``
-  decides which exist on the device).
+  decides which exist on the device);
+* ``triton_unfused`` -- ``up_block`` only: ``upsample_conv3x3`` then ``batch_norm_glu``, both
+  on the triton backend (BatchNorm's own statistics pass), against which ``triton`` (statistics
+  from the conv epilogue) shows what the fusion saves.
+
+The blocks (``up_block``, ``res_block``) run in the library exactly as G runs them: ``up_block``
+is ``ops.upsample_conv3x3_bn_glu``; ``res_block`` is cuDNN's conv3x3 with ``ops.batch_norm_glu``
+and ``ops.batch_norm_add``.
 
 Passes: ``fwd`` (a training forward, inputs requiring grad), ``bwd`` (the backward alone; the
 forward runs before each timed run, outside the events) and ``fwd+bwd``. Gradients are taken
@@ -52,7 +59,10 @@ INTERNAL_OP = {
     "upsample_conv3x3": "upsample_conv3x3",
     "batch_norm_glu": "batch_norm_act",
     "batch_norm_add": "batch_norm_act",
+    "up_block": "upsample_conv3x3_bn_glu",
+    "res_block": "batch_norm_act",
 }
+UNFUSED = "triton_unfused"
 
 
 @dataclass
@@ -122,7 +132,29 @@ def make_case(
             return Case((x, weight, bias, *running), [x, weight, bias], [grad])
         res = _image(r(d["B"], c, *spatial), channels_last and bool(spatial)).requires_grad_()
         return Case((x, res, weight, bias, *running), [x, res, weight, bias], [grad])
+    if shape.op == "up_block":
+        x = _image(r(d["B"], d["Cin"], d["H"], d["W"]), channels_last).requires_grad_()
+        conv = (r(d["Cout"], d["Cin"], 3, 3) * (d["Cin"] * 9) ** -0.5).requires_grad_()
+        bn = _bn_params(d["Cout"], r, device)
+        grad = _image(r(d["B"], d["Cout"] // 2, 2 * d["H"], 2 * d["W"]), channels_last)
+        return Case((x, conv, *bn), [x, conv, *bn[:2]], [grad])
+    if shape.op == "res_block":
+        c, side = d["C"], (d["H"], d["W"])
+        x = _image(r(d["B"], c, *side), channels_last).requires_grad_()
+        conv1 = (r(2 * c, c, 3, 3) * (c * 9) ** -0.5).requires_grad_()
+        conv2 = (r(c, c, 3, 3) * (c * 9) ** -0.5).requires_grad_()
+        bn1, bn2 = _bn_params(2 * c, r, device), _bn_params(c, r, device)
+        grad = _image(r(d["B"], c, *side), channels_last)
+        diff = [x, conv1, *bn1[:2], conv2, *bn2[:2]]
+        return Case((x, conv1, *bn1, conv2, *bn2), diff, [grad])
     raise ValueError(f"unknown op {shape.op!r}")
+
+
+def _bn_params(c: int, r: Callable, device: torch.device) -> list[Tensor]:
+    """weight, bias (float32, requiring grad), running_mean, running_var of a C-channel BN."""
+    weight = (1 + 0.02 * r(c, dt=torch.float32)).requires_grad_()
+    bias = (0.1 * r(c, dt=torch.float32)).requires_grad_()
+    return [weight, bias, torch.zeros(c, device=device), torch.ones(c, device=device)]
 
 
 # --- the functions timed: each returns a tuple of output tensors --------------------------------
@@ -166,7 +198,33 @@ def _reference(op: str) -> Callable[..., tuple[Tensor, ...]]:
         return lambda x, res, w, b, rm, rv: (
             ops.batch_norm_add_reference(x, res, w, b, rm, rv, True, BN_MOMENTUM, BN_EPS),
         )
+    if op == "up_block":
+        return lambda x, conv, w, b, rm, rv: (
+            ops.upsample_conv3x3_bn_glu_reference(x, conv, w, b, rm, rv, True, BN_MOMENTUM, BN_EPS),
+        )
+    if op == "res_block":
+        return lambda *a: (res_block_reference(*a),)
     raise ValueError(f"unknown op {op!r}")
+
+
+def res_block_reference(x, conv1, w1, b1, rm1, rv1, conv2, w2, b2, rm2, rv2, backend=None):
+    """G's ResBlock: conv3x3 -> BN + GLU -> conv3x3 -> BN + x; plain PyTorch for backend None,
+    else the library's BatchNorm ops with that backend (the convs are cuDNN's either way)."""
+    h = F.conv2d(x, conv1, padding=1)
+    if backend is None:
+        h = ops.batch_norm_glu_reference(h, w1, b1, rm1, rv1, True, BN_MOMENTUM, BN_EPS)
+        h = F.conv2d(h, conv2, padding=1)
+        return ops.batch_norm_add_reference(h, x, w2, b2, rm2, rv2, True, BN_MOMENTUM, BN_EPS)
+    h = ops.batch_norm_glu(h, w1, b1, rm1, rv1, True, BN_MOMENTUM, BN_EPS, backend=backend)
+    h = F.conv2d(h, conv2, padding=1)
+    return ops.batch_norm_add(h, x, w2, b2, rm2, rv2, True, BN_MOMENTUM, BN_EPS, backend=backend)
+
+
+def _up_block_unfused(x, conv, w, b, rm, rv):
+    """up_block as two triton ops, BatchNorm computing its own statistics (the baseline of the
+    epilogue statistics)."""
+    y = ops.upsample_conv3x3(x, conv, backend="triton")
+    return ops.batch_norm_glu(y, w, b, rm, rv, True, BN_MOMENTUM, BN_EPS, backend="triton")
 
 
 def _original_damsm(img_local, img_global, words, sent, cap_lens, class_ids):
@@ -196,6 +254,16 @@ def _library(op: str, backend: str) -> Callable[..., tuple[Tensor, ...]]:
         return lambda x, res, w, b, rm, rv: (
             ops.batch_norm_add(x, res, w, b, rm, rv, True, BN_MOMENTUM, BN_EPS, backend=backend),
         )
+    if op == "up_block" and backend == UNFUSED:
+        return lambda *a: (_up_block_unfused(*a),)
+    if op == "up_block":
+        return lambda x, conv, w, b, rm, rv: (
+            ops.upsample_conv3x3_bn_glu(
+                x, conv, w, b, rm, rv, True, BN_MOMENTUM, BN_EPS, backend=backend
+            ),
+        )
+    if op == "res_block":
+        return lambda *a: (res_block_reference(*a, backend=backend),)
     raise ValueError(f"unknown op {op!r}")
 
 
@@ -204,7 +272,10 @@ def implementations(op: str, device: torch.device) -> list[str]:
     names = list(BASELINES)
     if op == "damsm_loss":
         names.append("original")
-    return names + ops.available_backends(INTERNAL_OP[op], device)
+    backends = ops.available_backends(INTERNAL_OP[op], device)
+    if op == "up_block" and "triton" in backends:
+        backends.append(UNFUSED)
+    return names + backends
 
 
 def implementation(op: str, name: str, compile_backend: str = "inductor") -> Callable:

@@ -11,7 +11,8 @@ Per op and pass (``fwd``, ``bwd``, ``fwd+bwd``), ``op_cost`` gives
   (word attention and DAMSM recompute their scores in backward, as the fused kernels do; the
   upsample-conv counts the four 2x2 phase convolutions, 16 taps instead of 36 per input pixel).
   The elementwise-only ops (BatchNorm + GLU / + residual) get a per-element estimate; they are
-  memory bound by far, so it never sets their floor.
+  memory bound by far, so it never sets their floor. A block (``up_block``, ``res_block``) costs
+  the sum of its ops.
 * minimal bytes: each input read once, each output written once (the pass's own inputs: the
   backward reads the forward's inputs again and the upstream gradient).
 
@@ -149,6 +150,34 @@ def _batch_norm(d: dict[str, int], es: int, glu: bool) -> tuple[Cost, Cost]:
     return fwd, bwd
 
 
+def _conv3x3(b: int, ci: int, co: int, hw: int, es: int) -> tuple[Cost, Cost]:
+    mm = 2 * b * co * hw * ci * 9
+    x, w, y = b * ci * hw, co * ci * 9, b * co * hw
+    return Cost(mm, es * (x + w + y)), Cost(2 * mm, es * (y + x + w + x + w))
+
+
+def _blocks(shape: OpShape, es: int) -> tuple[Cost, Cost]:
+    """A block's cost is the sum of its ops' minimal costs: each intermediate written once and
+    read once, as the fused path does (the conv outputs are kept for the backward)."""
+    d = shape.dims
+    parts: list[tuple[Cost, Cost]]
+    if shape.op == "up_block":
+        out = {"B": d["B"], "C": d["Cout"], "H": 2 * d["H"], "W": 2 * d["W"]}
+        parts = [_upsample_conv(d, es), _batch_norm(out, es, glu=True)]
+    else:  # res_block
+        b, c, hw = d["B"], d["C"], d["H"] * d["W"]
+        parts = [
+            _conv3x3(b, c, 2 * c, hw, es),
+            _batch_norm({**d, "C": 2 * c}, es, glu=True),
+            _conv3x3(b, c, c, hw, es),
+            _batch_norm(d, es, glu=False),
+        ]
+    fwd, bwd = parts[0]
+    for f, g in parts[1:]:
+        fwd, bwd = fwd + f, bwd + g
+    return fwd, bwd
+
+
 def op_cost(shape: OpShape, dtype: torch.dtype, pass_: str) -> Cost:
     """FLOPs and minimal bytes of one pass (``fwd``, ``bwd``, ``fwd+bwd``) of the op at a shape."""
     es = torch.empty(0, dtype=dtype).element_size()
@@ -161,6 +190,8 @@ def op_cost(shape: OpShape, dtype: torch.dtype, pass_: str) -> Cost:
         fwd, bwd = _upsample_conv(d, es)
     elif shape.op in ("batch_norm_glu", "batch_norm_add"):
         fwd, bwd = _batch_norm(d, es, glu=shape.op == "batch_norm_glu")
+    elif shape.op in ("up_block", "res_block"):
+        fwd, bwd = _blocks(shape, es)
     else:
         raise ValueError(f"no cost model for op {shape.op!r}")
     if pass_ == "fwd":
@@ -245,4 +276,5 @@ def flop_counter_mapping() -> dict:
         ops.damsm_word_similarity_backward: _damsm_bwd,
         ops.upsample_conv3x3: _upconv_fwd,
         ops.upsample_conv3x3_backward: _upconv_bwd,
+        ops.upsample_conv3x3_bn_glu: _upconv_fwd,
     }

@@ -14,6 +14,10 @@ batch size) so the numbers cannot drift from the configs:
 * ``batch_norm_glu``: after every upBlock conv (2*out channels at the output size), INIT_STAGE_G's
   BatchNorm1d on B x 16ngf*4*4*2, and the ResBlocks' first BN (4ngf @64x64, @128x128).
 * ``batch_norm_add``: the ResBlocks' last BN + residual (2ngf @64x64, @128x128).
+* ``up_block``: every upBlock whole (upsample + conv3x3 + BN + GLU, one op:
+  ``upsample_conv3x3_bn_glu``), at the ``upsample_conv3x3`` shapes.
+* ``res_block``: NEXT_STAGE_G's ResBlock whole (conv3x3 -> BN + GLU -> conv3x3 -> BN + residual),
+  2ngf @64x64 and @128x128.
 
 ``tier`` orders the work: ``core`` shapes run first and always in ``benchmarks/run_gpu.sh`` (birds:
 word attention at both stages, DAMSM at B 20 and 48, G's first and two last upBlocks and the
@@ -28,7 +32,15 @@ from dataclasses import dataclass, field
 
 from attngan_fast.config import preset
 
-OPS = ("word_attention", "damsm_loss", "upsample_conv3x3", "batch_norm_glu", "batch_norm_add")
+OPS = (
+    "word_attention",
+    "damsm_loss",
+    "upsample_conv3x3",
+    "batch_norm_glu",
+    "batch_norm_add",
+    "up_block",
+    "res_block",
+)
 CONFIGS = ("birds", "coco")
 TIERS = ("core", "extra", "tiny")
 
@@ -50,8 +62,9 @@ class OpShape:
     """One benchmark shape of one op. ``dims`` holds the op's sizes (see ``OPS`` docs above).
 
     word_attention: B, C, H, W, T; damsm_loss: B, D, H, W, T (+ ``classes``: 1 = class ids
-    given); upsample_conv3x3: B, Cin, Cout, H, W (input size); batch_norm_glu / batch_norm_add:
-    B, C and, for images, H, W (no H, W: a B x C BatchNorm1d input).
+    given); upsample_conv3x3 and up_block: B, Cin, Cout (conv output channels), H, W (input
+    size); batch_norm_glu / batch_norm_add: B, C and, for images, H, W (no H, W: a B x C
+    BatchNorm1d input); res_block: B, C, H, W.
     """
 
     op: str
@@ -150,10 +163,10 @@ def _g_tier(m: ModelSizes, core: bool) -> str:
     return "core" if core and m.config == "birds" else "extra"
 
 
-def _upsample_conv(m: ModelSizes) -> list[OpShape]:
+def _upsample_conv(m: ModelSizes, op: str = "upsample_conv3x3") -> list[OpShape]:
     return [
         OpShape(
-            "upsample_conv3x3",
+            op,
             name,
             m.config,
             _g_tier(m, core),
@@ -203,12 +216,31 @@ def _batch_norm_add(m: ModelSizes) -> list[OpShape]:
     ]
 
 
+def _up_block(m: ModelSizes) -> list[OpShape]:
+    return _upsample_conv(m, "up_block")
+
+
+def _res_block(m: ModelSizes) -> list[OpShape]:
+    return [
+        OpShape(
+            "res_block",
+            f"{stage}_res",
+            m.config,
+            _g_tier(m, stage == "next2"),
+            {"B": m.batch, "C": 2 * m.ngf, "H": side, "W": side},
+        )
+        for stage, side in (("next1", 64), ("next2", 128))
+    ]
+
+
 _BUILDERS = {
     "word_attention": _word_attention,
     "damsm_loss": _damsm,
     "upsample_conv3x3": _upsample_conv,
     "batch_norm_glu": _batch_norm_glu,
     "batch_norm_add": _batch_norm_add,
+    "up_block": _up_block,
+    "res_block": _res_block,
 }
 
 # Tiny CPU shapes: odd sizes, one per op (seconds on a CPU, even through the Triton interpreter).
@@ -226,6 +258,8 @@ TINY_SHAPES: tuple[OpShape, ...] = (
     ),
     OpShape("batch_norm_glu", "tiny", "tiny", "tiny", {"B": 3, "C": 6, "H": 5, "W": 5}),
     OpShape("batch_norm_add", "tiny", "tiny", "tiny", {"B": 3, "C": 6, "H": 5, "W": 5}),
+    OpShape("up_block", "tiny", "tiny", "tiny", {"B": 2, "Cin": 5, "Cout": 6, "H": 3, "W": 5}),
+    OpShape("res_block", "tiny", "tiny", "tiny", {"B": 2, "C": 3, "H": 5, "W": 5}),
 )
 
 

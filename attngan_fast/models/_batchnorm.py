@@ -2,13 +2,14 @@
 
 ``nn.BatchNorm*.forward`` bumps ``num_batches_tracked`` in training mode, turns ``momentum=None``
 into a cumulative average (factor 1 / num_batches_tracked) and picks batch or running statistics;
-``bn_glu`` and ``bn_add`` do the same bookkeeping, then call ``ops.batch_norm_glu`` /
-``ops.batch_norm_add``, so running statistics evolve exactly as with the plain module.
+``bn_glu``, ``bn_add`` and ``upconv_bn_glu`` do the same bookkeeping, then call
+``ops.batch_norm_glu`` / ``ops.batch_norm_add`` / ``ops.upsample_conv3x3_bn_glu``, so running
+statistics evolve exactly as with the plain module.
 """
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from attngan_fast import ops
@@ -38,3 +39,12 @@ def bn_add(x: Tensor, residual: Tensor, bn: _BatchNorm) -> Tensor:
     """``bn(x) + residual``: B x C [x H x W], through ``ops.batch_norm_add``."""
     mean, var, training, momentum, eps = _call_args(bn)
     return ops.batch_norm_add(x, residual, bn.weight, bn.bias, mean, var, training, momentum, eps)
+
+
+def upconv_bn_glu(x: Tensor, conv: nn.Conv2d, bn: _BatchNorm) -> Tensor:
+    """``GLU(bn(conv(upsample2(x))))``: B x Cin x H x W -> B x C x 2H x 2W (conv: 2C outputs,
+    3x3, no bias), through ``ops.upsample_conv3x3_bn_glu``."""
+    mean, var, training, momentum, eps = _call_args(bn)
+    return ops.upsample_conv3x3_bn_glu(
+        x, conv.weight, bn.weight, bn.bias, mean, var, training, momentum, eps
+    )

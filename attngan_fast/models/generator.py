@@ -2,8 +2,9 @@
 
 State-dict keys and shapes are those of the original ``model.py`` (so its checkpoints load), while
 the forward passes go through the fused ops of ``attngan_fast.ops`` using the child modules'
-parameters: ``upsample_conv3x3`` for nearest-x2 + conv3x3, ``batch_norm_glu`` for BN + GLU,
-``batch_norm_add`` for the BN + residual at the end of a ResBlock. BatchNorm running statistics
+parameters: ``upsample_conv3x3_bn_glu`` for a whole upBlock (nearest-x2 + conv3x3 + BN + GLU),
+``batch_norm_glu`` for the ResBlocks' BN + GLU, ``batch_norm_add`` for the BN + residual at the
+end of a ResBlock. BatchNorm running statistics
 evolve exactly as with the plain ``nn.BatchNorm*`` modules (see ``_batchnorm``).
 
 Shapes (ngf = GAN.GF_DIM, B batch, T words): G_NET(z B x 100, sent B x 256, words B x 256 x T,
@@ -16,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attngan_fast import ops
-from attngan_fast.models._batchnorm import bn_add, bn_glu
+from attngan_fast.models._batchnorm import bn_add, bn_glu, upconv_bn_glu
 from attngan_fast.models.attention import GlobalAttentionGeneral
 
 
@@ -44,7 +44,7 @@ class upBlock(nn.Sequential):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return bn_glu(ops.upsample_conv3x3(x, self[1].weight), self[2])
+        return upconv_bn_glu(x, self[1], self[2])
 
 
 class ResBlock(nn.Module):

@@ -22,6 +22,10 @@ from attngan_fast.ops.damsm import (
     damsm_words_loss,
 )
 from attngan_fast.ops.upsample_conv import upsample_conv3x3, upsample_conv3x3_reference
+from attngan_fast.ops.upsample_conv_bn import (
+    upsample_conv3x3_bn_glu,
+    upsample_conv3x3_bn_glu_reference,
+)
 from attngan_fast.ops.word_attention import word_attention, word_attention_reference
 
 __all__ = [
@@ -39,6 +43,8 @@ __all__ = [
     "damsm_words_loss",
     "damsm_word_similarity_reference",
     "upsample_conv3x3",
+    "upsample_conv3x3_bn_glu",
+    "upsample_conv3x3_bn_glu_reference",
     "upsample_conv3x3_reference",
     "word_attention",
     "word_attention_reference",

@@ -27,7 +27,13 @@ import torch
 BACKENDS = ("torch", "triton", "cuda")
 ENV_VAR = "ATTNGAN_FAST_BACKEND"
 
-OPS = ("word_attention", "damsm_word_similarity", "upsample_conv3x3", "batch_norm_act")
+OPS = (
+    "word_attention",
+    "damsm_word_similarity",
+    "upsample_conv3x3",
+    "batch_norm_act",
+    "upsample_conv3x3_bn_glu",
+)
 
 # Automatic choice on CUDA tensors: first available wins. The order is the expected speed; it is
 # not yet measured on a GPU (benchmarks/NOTES.md), and the benchmark tables should decide it.
@@ -36,6 +42,7 @@ AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {
     "damsm_word_similarity": ("triton", "cuda", "torch"),
     "upsample_conv3x3": ("triton", "cuda", "torch"),
     "batch_norm_act": ("triton", "cuda", "torch"),
+    "upsample_conv3x3_bn_glu": ("triton", "cuda", "torch"),
 }
 
 # Where each backend's implementation of each op lives.
@@ -44,14 +51,17 @@ BACKEND_MODULES: dict[tuple[str, str], str] = {
     ("damsm_word_similarity", "torch"): "attngan_fast.ops.damsm",
     ("upsample_conv3x3", "torch"): "attngan_fast.ops.upsample_conv",
     ("batch_norm_act", "torch"): "attngan_fast.ops.batch_norm",
+    ("upsample_conv3x3_bn_glu", "torch"): "attngan_fast.ops.upsample_conv_bn",
     ("word_attention", "triton"): "attngan_fast.ops.triton.word_attention",
     ("damsm_word_similarity", "triton"): "attngan_fast.ops.triton.damsm",
     ("upsample_conv3x3", "triton"): "attngan_fast.ops.triton.upsample_conv",
     ("batch_norm_act", "triton"): "attngan_fast.ops.triton.batch_norm",
+    ("upsample_conv3x3_bn_glu", "triton"): "attngan_fast.ops.triton.upsample_conv_bn",
     ("word_attention", "cuda"): "attngan_fast.ops.cuda_ext",
     ("damsm_word_similarity", "cuda"): "attngan_fast.ops.cuda_ext",
     ("upsample_conv3x3", "cuda"): "attngan_fast.ops.cuda_ext",
     ("batch_norm_act", "cuda"): "attngan_fast.ops.cuda_ext",
+    ("upsample_conv3x3_bn_glu", "cuda"): "attngan_fast.ops.cuda_ext",
 }
 
 

@@ -246,6 +246,36 @@ _batch_norm_act_op.register_autograd(_backward, setup_context=_setup_context)
 # --- public ops -------------------------------------------------------------------------------
 
 
+def check_bn_params(
+    channels: int,
+    values_per_channel: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+) -> None:
+    """The BatchNorm parameters of an input of ``channels`` channels (``values_per_channel``
+    values each): C-vectors or None, running statistics both or neither (needed in eval mode)."""
+    for name, t in (
+        ("weight", weight),
+        ("bias", bias),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ):
+        if t is not None:
+            _checks.check_float(name, t, f"C = {channels}", 1)
+            _checks.check_size(name, t, 0, channels, f"C = {channels} (channels of x)")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must both be tensors or both be None")
+    if not training and running_mean is None:
+        raise ValueError("eval mode (training=False) needs running_mean and running_var")
+    if training and values_per_channel < 2:
+        raise ValueError(
+            f"training mode needs more than 1 value per channel, got {values_per_channel}"
+        )
+
+
 def _check_inputs(
     x: Tensor,
     residual: Tensor | None,
@@ -262,15 +292,6 @@ def _check_inputs(
     channels = x.shape[1]
     if mode == "glu" and channels % 2:
         raise ValueError(f"x must have an even number of channels for GLU, got {channels}")
-    for name, t in (
-        ("weight", weight),
-        ("bias", bias),
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-    ):
-        if t is not None:
-            _checks.check_float(name, t, f"C = {channels}", 1)
-            _checks.check_size(name, t, 0, channels, f"C = {channels} (channels of x)")
     if residual is not None:
         _checks.check_float("residual", residual, "the shape of x", x.dim())
         if residual.shape != x.shape:
@@ -278,14 +299,8 @@ def _check_inputs(
                 f"residual must have the shape of x {tuple(x.shape)}, got {tuple(residual.shape)}"
             )
         _checks.check_same_dtype(("x", x), ("residual", residual))
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must both be tensors or both be None")
-    if not training and running_mean is None:
-        raise ValueError("eval mode (training=False) needs running_mean and running_var")
-    if training and x.numel() // channels < 2:
-        raise ValueError(
-            f"training mode needs more than 1 value per channel, got x of shape {tuple(x.shape)}"
-        )
+    per_channel = x.numel() // channels
+    check_bn_params(channels, per_channel, weight, bias, running_mean, running_var, training)
     _checks.check_same_device(
         ("x", x),
         ("residual", residual),
@@ -294,6 +309,17 @@ def _check_inputs(
         ("running_mean", running_mean),
         ("running_var", running_var),
     )
+
+
+def update_running_stats(
+    running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor, n: int, momentum: float
+) -> None:
+    """Exactly ``F.batch_norm``'s update from the batch mean and biased variance of n values per
+    channel: unbiased variance, momentum (in place, no autograd)."""
+    with torch.no_grad():
+        running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+        unbiased = var * (n / (n - 1))
+        running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
 
 
 def _batch_norm_act(
@@ -325,10 +351,7 @@ def _batch_norm_act(
     )
     if training and running_mean is not None:
         n = x.numel() // x.shape[1]
-        with torch.no_grad():  # exactly F.batch_norm's update: unbiased variance, momentum
-            running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-            unbiased = var * (n / (n - 1))
-            running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+        update_running_stats(running_mean, running_var, mean, var, n, momentum)
     return y
 
 

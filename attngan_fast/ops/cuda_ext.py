@@ -2,8 +2,9 @@
 
 Implements the backend contract (see each op's module) of ``word_attention``,
 ``damsm_word_similarity`` and ``batch_norm_act`` for fp32, bf16, fp16 (and fp64) CUDA tensors;
-there is no ``upsample_conv3x3`` kernel yet. The extension checks every tensor it is given
-(device, dtype, contiguity, shapes) and raises ``TypeError`` / ``ValueError`` naming the op.
+there is no ``upsample_conv3x3`` kernel yet (so no ``upsample_conv3x3_bn_glu`` either). The
+extension checks every tensor it is given (device, dtype, contiguity, shapes) and raises
+``TypeError`` / ``ValueError`` naming the op.
 
 Limits: ``damsm_word_similarity`` handles captions of at most 32 words (``T <= 32``); larger
 shapes raise ``ValueError`` pointing to the ``triton`` and ``torch`` backends.
@@ -135,4 +136,11 @@ def upsample_conv3x3_supported(device: torch.device) -> str | None:
     return (
         "the cuda backend has no upsample_conv3x3 kernel yet; use backend='triton' (the "
         "four-phase kernel) or 'torch'"
+    )
+
+
+def upsample_conv3x3_bn_glu_supported(device: torch.device) -> str | None:
+    return (
+        "the cuda backend has no upsample_conv3x3 kernel yet (so no fused upBlock); use "
+        "backend='triton' (statistics from the conv epilogue) or 'torch'"
     )

@@ -116,15 +116,9 @@ _upsample_conv3x3_op.register_autograd(_backward, setup_context=_setup_context)
 # --- public op --------------------------------------------------------------------------------
 
 
-def upsample_conv3x3(x: Tensor, weight: Tensor, *, backend: str | None = None) -> Tensor:
-    """Nearest x2 upsample then 3x3 convolution (padding 1, no bias): B x Cout x 2H x 2W.
-
-    Args:
-        x: B x Cin x H x W, NCHW-contiguous or channels-last.
-        weight: Cout x Cin x 3 x 3.
-        backend: ``"torch"``, ``"triton"``, ``"cuda"`` or None (``ATTNGAN_FAST_BACKEND``, else
-            automatic).
-    """
+def prepare_inputs(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Check x (B x Cin x H x W) and weight (Cout x Cin x 3 x 3), cast both to the autocast dtype
+    when autocast is on; returns (x, weight)."""
     _checks.check_float("x", x, "B x Cin x H x W", 4)
     _checks.check_float("weight", weight, "Cout x Cin x 3 x 3", 4)
     if tuple(weight.shape[1:]) != (x.shape[1], 3, 3):
@@ -139,5 +133,18 @@ def upsample_conv3x3(x: Tensor, weight: Tensor, *, backend: str | None = None) -
     if cast is not None:
         x, weight = x.to(cast), weight.to(cast)
     _checks.check_same_dtype(("x", x), ("weight", weight))
+    return x, weight
+
+
+def upsample_conv3x3(x: Tensor, weight: Tensor, *, backend: str | None = None) -> Tensor:
+    """Nearest x2 upsample then 3x3 convolution (padding 1, no bias): B x Cout x 2H x 2W.
+
+    Args:
+        x: B x Cin x H x W, NCHW-contiguous or channels-last.
+        weight: Cout x Cin x 3 x 3.
+        backend: ``"torch"``, ``"triton"``, ``"cuda"`` or None (``ATTNGAN_FAST_BACKEND``, else
+            automatic).
+    """
+    x, weight = prepare_inputs(x, weight)
     name = _backend.resolve_backend(OP, backend, x.device)
     return _upsample_conv3x3_op(_layout.dense(x), weight.contiguous(), name)

@@ -68,5 +68,5 @@ def test_plain_pytorch_reaches_every_call_site_of_the_fused_ops():
     with plain_pytorch(), _OpNames() as plain:
         g(z, sent, words, None, need_attn=False)
     custom = {n for n in fused.names if n.startswith("attngan_fast::")}
-    assert {"attngan_fast::word_attention", "attngan_fast::upsample_conv3x3"} <= custom
+    assert {"attngan_fast::word_attention", "attngan_fast::upsample_conv3x3_bn_glu"} <= custom
     assert not {n for n in plain.names if n.startswith("attngan_fast::")}

@@ -42,6 +42,28 @@ def test_upsample_conv_counts_the_four_phases():
     assert op_cost(s, torch.float32, "bwd").flops == 2 * fwd.flops
 
 
+def test_blocks_cost_the_sum_of_their_ops():
+    conv = {"B": 2, "Cin": 3, "Cout": 4, "H": 5, "W": 5}
+    bn = {"B": 2, "C": 4, "H": 10, "W": 10}
+    for pass_ in ("fwd", "bwd", "fwd+bwd"):
+        up = op_cost(OpShape("up_block", "t", "tiny", "tiny", conv), torch.bfloat16, pass_)
+        parts = op_cost(OpShape("upsample_conv3x3", "t", "tiny", "tiny", conv), torch.bfloat16,
+                        pass_) + op_cost(OpShape("batch_norm_glu", "t", "tiny", "tiny", bn),
+                                         torch.bfloat16, pass_)  # fmt: skip
+        assert up == parts
+    res = op_cost(OpShape("res_block", "t", "tiny", "tiny", {"B": 2, "C": 3, "H": 4, "W": 4}),
+                  torch.float32, "fwd")  # fmt: skip
+    # conv3x3 3 -> 6 and 3 -> 3 on 16 pixels: 2 B HW Cin Cout 9
+    conv_flops = 2 * 2 * 16 * 9 * (3 * 6 + 3 * 3)
+    glu = op_cost(OpShape("batch_norm_glu", "t", "tiny", "tiny", {"B": 2, "C": 6, "H": 4, "W": 4}),
+                  torch.float32, "fwd")  # fmt: skip
+    add = op_cost(OpShape("batch_norm_add", "t", "tiny", "tiny", {"B": 2, "C": 3, "H": 4, "W": 4}),
+                  torch.float32, "fwd")  # fmt: skip
+    assert res.flops == conv_flops + glu.flops + add.flops
+    conv_bytes = 4 * ((96 + 162 + 192) + (96 + 81 + 96))  # x, weight, y of each conv
+    assert res.bytes == conv_bytes + glu.bytes + add.bytes
+
+
 def test_roofline_metrics_pick_the_binding_ceiling():
     c = Ceilings("x", hbm_gbps=100.0, matmul_tflops={"bf16": 2.0, "tf32": 1.0, "fp32": 0.5})
     cost = op_cost(WA, torch.float32, "fwd")

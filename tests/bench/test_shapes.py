@@ -38,14 +38,19 @@ def test_shapes_follow_the_configs():
             elif s.op == "damsm_loss":
                 assert (d["D"], d["H"] * d["W"]) == (256, 289)
                 assert bool(d["classes"]) == (config == "birds")
-            elif s.op == "upsample_conv3x3":
+            elif s.op in ("upsample_conv3x3", "up_block"):
                 assert d["Cout"] in (2 * ngf, 4 * ngf, 8 * ngf, 16 * ngf) and d["B"] == batch
+            elif s.op == "res_block":
+                assert d["B"] == batch and d["C"] == 2 * ngf and d["H"] in (64, 128)
             else:
                 assert d["B"] == batch and d["C"] % 2 == 0
         glu = {s.name: s.dims for s in op_shapes(config) if s.op == "batch_norm_glu"}
         assert glu["init_fc"]["C"] == 16 * ngf * 4 * 4 * 2
         assert glu["next2_up"] == {"B": batch, "C": 2 * ngf, "H": 256, "W": 256}
         assert glu["next2_res"]["C"] == 4 * ngf and m.ngf == ngf
+        up = {s.name: s.dims for s in op_shapes(config) if s.op == "up_block"}
+        conv = {s.name: s.dims for s in op_shapes(config) if s.op == "upsample_conv3x3"}
+        assert up == conv  # the whole upBlock at each of its conv's shapes
 
 
 def test_names_are_unique_and_the_large_word_attention_batch_fills_the_gpu():

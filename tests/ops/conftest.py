@@ -15,6 +15,9 @@ class KernelSpy:
         self.launches += 1
         return self.kernel[grid]
 
+    def __getattr__(self, name):  # configs, best_config, ... of an autotuned kernel
+        return getattr(self.kernel, name)
+
 
 @pytest.fixture
 def spy_kernels(monkeypatch):

@@ -123,12 +123,12 @@ _TUNE = {
 }
 
 
-@triton.autotune(**_TUNE)
+@triton.autotune(**dict(_TUNE, key=[*_TUNE["key"], "STATS"]))
 @triton.jit
 def _forward_kernel(
-    x_ptr, wp_ptr, y_ptr, NPIX, H, W, N, K,
+    x_ptr, wp_ptr, y_ptr, part_ptr, NPIX, H, W, N, K,
     sxb, sxc, sxh, sxw, syb, syc, syh, syw,
-    PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
+    PRECISION: tl.constexpr, DOT_F32: tl.constexpr, STATS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """One phase (py, px) of a BLOCK_M pixels x BLOCK_N output channels tile (N = Cout, K = Cin):
@@ -137,6 +137,10 @@ def _forward_kernel(
 
     wp laid out 16 x K x N. The phase is the fastest grid index, so the four programs that read
     the same x tile run together (L2 hits) and write interleaved halves of the same output rows.
+
+    STATS (the epilogue of ``upsample_conv3x3_bn_glu``): also part[0 | 1 | 2, program_id(0), n] =
+    mean | M2 | count of channel n over this tile's pixels, from the values as stored (rounded to
+    y's dtype), exact two-pass in registers; part is 3 x num_programs(0) x N float32.
     """
     phase = tl.program_id(0) % 4
     py = phase // 2
@@ -165,6 +169,16 @@ def _forward_kernel(
     row = b * syb + (2 * h + py) * syh + (2 * w + px) * syw
     out = cast_out(acc, y_ptr.dtype.element_ty, DOT_F32)
     tl.store(y_ptr + row[:, None] + n[None, :] * syc, out, mask=m_ok[:, None] & n_ok[None, :])
+    if STATS:
+        v = tl.where(m_ok[:, None], out.to(tl.float32), 0.0)
+        count = tl.sum(m_ok.to(tl.float32), axis=0)  # >= 1: every program has a valid pixel
+        mean = tl.sum(v, axis=0) / count
+        d = tl.where(m_ok[:, None], v - mean[None, :], 0.0)
+        splits = tl.num_programs(0)
+        p_ptrs = part_ptr + tl.program_id(0) * N + n
+        tl.store(p_ptrs, mean, mask=n_ok)
+        tl.store(p_ptrs + splits * N, tl.sum(d * d, axis=0), mask=n_ok)
+        tl.store(p_ptrs + 2 * splits * N, tl.zeros_like(mean) + count, mask=n_ok)
 
 
 @triton.autotune(**_TUNE)
@@ -278,9 +292,8 @@ def _grad_weight_kernel(
 # --- launchers --------------------------------------------------------------------------------
 
 
-def upsample_conv3x3_forward(x: Tensor, weight: Tensor) -> Tensor:
-    if not uses_triton_kernels(x, weight):
-        return phase_conv.upsample_conv3x3_phase_forward(x, weight)
+def _forward(x: Tensor, weight: Tensor, stats: bool) -> tuple[Tensor, Tensor | None]:
+    """y, and with ``stats`` the epilogue's partial statistics (3 x SPLIT x Cout float32)."""
     b, cin, h, w = x.shape
     cout = weight.shape[0]
     # 4 x Cout x Cin x 2 x 2 -> 16 (phase, tap) x Cin x Cout
@@ -290,14 +303,38 @@ def upsample_conv3x3_forward(x: Tensor, weight: Tensor) -> Tensor:
                     memory_format=_layout.memory_format(x))  # fmt: skip
     npix = b * h * w
 
+    def splits(block_m: int) -> int:
+        return 4 * triton.cdiv(npix, block_m)
+
+    # room for the smallest tile's partials (the autotuner may try every config)
+    min_m = min(c.kwargs["BLOCK_M"] for c in _forward_kernel.configs)
+    flat = (
+        torch.empty(3 * splits(min_m) * cout, device=x.device, dtype=torch.float32) if stats else y
+    )
+
     def grid(meta):
-        return 4 * triton.cdiv(npix, meta["BLOCK_M"]), triton.cdiv(cout, meta["BLOCK_N"])
+        return splits(meta["BLOCK_M"]), triton.cdiv(cout, meta["BLOCK_N"])
 
     _forward_kernel[grid](
-        x, wp, y, npix, h, w, cout, cin, *x.stride(), *y.stride(),
-        PRECISION=_precision(x.dtype), DOT_F32=_dot_f32(x),
+        x, wp, y, flat, npix, h, w, cout, cin, *x.stride(), *y.stride(),
+        PRECISION=_precision(x.dtype), DOT_F32=_dot_f32(x), STATS=stats,
     )  # fmt: skip
-    return y
+    if not stats:
+        return y, None
+    used = splits(_forward_kernel.best_config.kwargs["BLOCK_M"])  # the config that ran last
+    return y, flat[: 3 * used * cout].view(3, used, cout)
+
+
+def upsample_conv3x3_forward(x: Tensor, weight: Tensor) -> Tensor:
+    if not uses_triton_kernels(x, weight):
+        return phase_conv.upsample_conv3x3_phase_forward(x, weight)
+    return _forward(x, weight, stats=False)[0]
+
+
+def upsample_conv3x3_forward_stats(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """(y, partial statistics of y: 3 x SPLIT x Cout float32, mean | M2 | count per tile) for
+    ``uses_triton_kernels(x, weight)`` inputs; ``batch_norm.merge_partials`` reduces them."""
+    return _forward(x, weight, stats=True)  # part is never None here
 
 
 def _grad_x(grad_y: Tensor, x: Tensor, weight: Tensor) -> Tensor:
