@@ -13,6 +13,7 @@
 // Elementwise passes (forward: normalise + affine + GLU / + residual; backward: grad_x) run over
 // groups of 16 bytes when the contiguous run and the pointers allow it, scalar otherwise.
 #include <initializer_list>
+#include <type_traits>
 
 #include "common.cuh"
 
@@ -343,6 +344,23 @@ bool can_vectorise(BatchNormSizes s, int64_t cout, std::initializer_list<const v
   return true;
 }
 
+// Calls launch(glu, width) with both as compile-time constants (std::integral_constant): the
+// four instances (GLU or add, V-wide 16-byte groups or scalars) of an elementwise kernel.
+template <int V, typename Launch>
+void for_mode_and_width(bool glu, bool vec, Launch&& launch) {
+  using Wide = std::integral_constant<int, V>;
+  using Scalar = std::integral_constant<int, 1>;
+  if (glu && vec) {
+    launch(std::true_type{}, Wide{});
+  } else if (glu) {
+    launch(std::true_type{}, Scalar{});
+  } else if (vec) {
+    launch(std::false_type{}, Wide{});
+  } else {
+    launch(std::false_type{}, Scalar{});
+  }
+}
+
 template <typename T, int kKind>
 cudaError_t launch_reduce(const T* x, const T* grad_y, acc_t<T>* ws, BatchNormSizes s, int splits,
                           cudaStream_t stream) {
@@ -402,19 +420,12 @@ cudaError_t batch_norm_act_forward(DType dtype, BnMode mode, const void* x, cons
     const bool vec = can_vectorise<T>(s, cout, {x, residual, y});
     const int64_t total = s.outer * cout * s.inner;
     const unsigned blocks = elementwise_blocks(vec ? total / V : total, num_sms);
-    if (glu && vec) {
-      bn_apply_kernel<T, true, V><<<blocks, kThreads, 0, stream>>>(xp, rp, ws, yp, s.outer, C,
-                                                                   s.inner);
-    } else if (glu) {
-      bn_apply_kernel<T, true, 1><<<blocks, kThreads, 0, stream>>>(xp, rp, ws, yp, s.outer, C,
-                                                                   s.inner);
-    } else if (vec) {
-      bn_apply_kernel<T, false, V><<<blocks, kThreads, 0, stream>>>(xp, rp, ws, yp, s.outer, C,
+    for_mode_and_width<V>(glu, vec, [&](auto glu_c, auto width_c) {
+      constexpr bool kGlu = decltype(glu_c)::value;
+      constexpr int kV = decltype(width_c)::value;
+      bn_apply_kernel<T, kGlu, kV><<<blocks, kThreads, 0, stream>>>(xp, rp, ws, yp, s.outer, C,
                                                                     s.inner);
-    } else {
-      bn_apply_kernel<T, false, 1><<<blocks, kThreads, 0, stream>>>(xp, rp, ws, yp, s.outer, C,
-                                                                    s.inner);
-    }
+    });
     ATTNGAN_CHECK_LAUNCH();
     return cudaSuccess;
   });
@@ -456,19 +467,12 @@ cudaError_t batch_norm_act_backward(DType dtype, BnMode mode, const void* grad_y
     const bool vec = can_vectorise<T>(s, cout, {grad_y, x, grad_x});
     const int64_t total = s.outer * cout * s.inner;
     const unsigned blocks = elementwise_blocks(vec ? total / V : total, num_sms);
-    if (glu && vec) {
-      bn_grad_x_kernel<T, true, V><<<blocks, kThreads, 0, stream>>>(gp, xp, ws, gx, s.outer, C,
-                                                                    s.inner);
-    } else if (glu) {
-      bn_grad_x_kernel<T, true, 1><<<blocks, kThreads, 0, stream>>>(gp, xp, ws, gx, s.outer, C,
-                                                                    s.inner);
-    } else if (vec) {
-      bn_grad_x_kernel<T, false, V><<<blocks, kThreads, 0, stream>>>(gp, xp, ws, gx, s.outer, C,
+    for_mode_and_width<V>(glu, vec, [&](auto glu_c, auto width_c) {
+      constexpr bool kGlu = decltype(glu_c)::value;
+      constexpr int kV = decltype(width_c)::value;
+      bn_grad_x_kernel<T, kGlu, kV><<<blocks, kThreads, 0, stream>>>(gp, xp, ws, gx, s.outer, C,
                                                                      s.inner);
-    } else {
-      bn_grad_x_kernel<T, false, 1><<<blocks, kThreads, 0, stream>>>(gp, xp, ws, gx, s.outer, C,
-                                                                     s.inner);
-    }
+    });
     ATTNGAN_CHECK_LAUNCH();
     return cudaSuccess;
   });
