@@ -203,10 +203,12 @@ def _batch_norm_glu(m: ModelSizes) -> list[OpShape]:
     return out
 
 
-def _batch_norm_add(m: ModelSizes) -> list[OpShape]:
+def _batch_norm_add(m: ModelSizes, op: str = "batch_norm_add") -> list[OpShape]:
+    """The ResBlocks' last BN + residual; with ``op="res_block"``, the ResBlocks whole (the
+    same B, C = 2 ngf, H, W)."""
     return [
         OpShape(
-            "batch_norm_add",
+            op,
             f"{stage}_res",
             m.config,
             _g_tier(m, stage == "next2"),
@@ -221,16 +223,7 @@ def _up_block(m: ModelSizes) -> list[OpShape]:
 
 
 def _res_block(m: ModelSizes) -> list[OpShape]:
-    return [
-        OpShape(
-            "res_block",
-            f"{stage}_res",
-            m.config,
-            _g_tier(m, stage == "next2"),
-            {"B": m.batch, "C": 2 * m.ngf, "H": side, "W": side},
-        )
-        for stage, side in (("next1", 64), ("next2", 128))
-    ]
+    return _batch_norm_add(m, "res_block")
 
 
 _BUILDERS = {
