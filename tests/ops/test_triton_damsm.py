@@ -197,7 +197,7 @@ from attngan_fast.ops.triton._common import FP32_DOT_PRECISION
 for dt, n_configs in (("fp32", None), ("bf16", 1)):
     ptrs = {"*": dt, "lens_ptr": "i64", "s_ptr": "fp32", "gs_ptr": "fp32", "gv_part_ptr": "fp32",
             "ge_ptr": "fp32", "scratch_ptr": "fp32"}
-    flags = dict(EPS=COS_EPS, BLOCK_D=256, BLOCK_T=32, D_CHUNK=M.D_CHUNK, PREC=FP32_DOT_PRECISION)
+    flags = dict(EPS=COS_EPS, BLOCK_D=256, BLOCK_T=32, PREC=FP32_DOT_PRECISION)
     for name, kern in (("fwd", M._fwd_kernel), ("bwd", M._bwd_kernel)):
         for k, cfg in enumerate(kern.configs[:n_configs]):
             compile_sm90(f"{name} {dt} {cfg.kwargs} warps={cfg.num_warps}", kern.fn,

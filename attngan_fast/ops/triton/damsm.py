@@ -14,8 +14,9 @@ two softmaxes and accumulates
   grad_img_local[j] += d_c @ alpha + words_i @ ds^T   (D x BLOCK_R per tile), and
   grad_words[i]     += img_local_j @ ds               (D x T),
 using sum_r alpha[k, r] d_alpha[k, r] = d_c_k . c_k for the region-softmax backward. Every product
-with K = D or output D x something runs in chunks of D_CHUNK channels read from memory; d_c and
-the pair's grad_words live in a program-private D x T scratch (L1/L2-resident) for that.
+with K = D or output D x something runs in chunks of D_CHUNK channels (autotuned) read from
+memory; d_c and the pair's grad_words live in a program-private D x T scratch (L1/L2-resident)
+for that.
 grad_img_local: each program owns the slice [group, j] of a G x B x D x R float32 buffer (written
 at its first caption, then read-modified-written), summed over the G groups afterwards:
 deterministic. grad_words: sums over all B images, so each pair adds its D x T tile with
@@ -40,12 +41,24 @@ from attngan_fast.ops.triton._common import (
 )
 
 OP = "damsm_word_similarity"
-# Channels per tl.dot step when a region tile is projected on word-like D x T tiles.
-D_CHUNK = 64
 
 
-def _configs(blocks: tuple[tuple[int, int], ...]) -> list[triton.Config]:
-    return single_config([triton.Config({"BLOCK_R": r}, num_warps=w) for r, w in blocks])
+def _configs(blocks: tuple[tuple[int, int, int], ...]) -> list[triton.Config]:
+    """(BLOCK_R regions per tile, num_warps, D_CHUNK channels per tl.dot step) of each config."""
+    return single_config(
+        [triton.Config({"BLOCK_R": r, "D_CHUNK": c}, num_warps=w) for r, w, c in blocks]
+    )
+
+
+def _prune(configs, named_args, **kwargs):
+    """Drop D chunks wider than the (padded) channels; keep the first config if none is left."""
+    keep = [c for c in configs if c.kwargs["D_CHUNK"] <= kwargs["BLOCK_D"]]
+    return keep or configs[:1]
+
+
+def _tune(blocks: tuple[tuple[int, int, int], ...], **extra) -> dict:
+    return {"configs": _configs(blocks), "key": ["D", "R", "BLOCK_T"],
+            "prune_configs_by": {"early_config_prune": _prune}, **extra}  # fmt: skip
 
 
 @triton.jit
@@ -171,7 +184,7 @@ def _cosines(c, e, t_valid, gamma2, EPS: tl.constexpr):
 
 
 # Configs ordered by how little they spill when compiled for sm_90 (see benchmarks/NOTES.md).
-@triton.autotune(configs=_configs(((16, 8), (32, 8), (16, 4))), key=["D", "R", "BLOCK_T"])
+@triton.autotune(**_tune(((16, 8, 32), (16, 8, 64), (32, 8, 16), (32, 8, 32))))
 @triton.jit
 def _fwd_kernel(
     v_ptr,  # B x D x R image regions
@@ -202,11 +215,8 @@ def _fwd_kernel(
     tl.store(s_ptr + tl.cast(j, tl.int64) * B + i, lse)
 
 
-@triton.autotune(
-    configs=_configs(((16, 8), (16, 16), (32, 8))),
-    key=["D", "R", "BLOCK_T"],
-    reset_to_zero=["ge_ptr"],
-)
+@triton.autotune(**_tune(((16, 8, 16), (16, 16, 16), (32, 8, 16), (16, 8, 64)),
+                        reset_to_zero=["ge_ptr"]))  # fmt: skip
 @triton.jit
 def _bwd_kernel(
     gs_ptr,  # B x B grad of S
@@ -336,7 +346,6 @@ def damsm_word_similarity_forward(
         EPS=COS_EPS,
         BLOCK_D=dot_block(dim),
         BLOCK_T=dot_block(n_words),
-        D_CHUNK=min(D_CHUNK, dot_block(dim)),
         PREC=FP32_DOT_PRECISION,
     )
     return sim
@@ -384,7 +393,6 @@ def damsm_word_similarity_backward(
         EPS=COS_EPS,
         BLOCK_D=dot_block(dim),
         BLOCK_T=dot_block(n_words),
-        D_CHUNK=min(D_CHUNK, dot_block(dim)),
         PREC=FP32_DOT_PRECISION,
     )
     return grad_v.sum(dim=0).to(img_local.dtype), grad_e.to(words.dtype)
