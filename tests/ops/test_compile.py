@@ -8,6 +8,8 @@ from attngan_fast import ops
 def _block(x, weight, bn_w, bn_b, query, source, mask, img_global, sent, lens):
     y = ops.upsample_conv3x3(x, weight)
     y = ops.batch_norm_glu(y, bn_w, bn_b, None, None, True, 0.1, 1e-5)
+    y = y + ops.upsample_conv3x3_bn_glu(x, weight[:4], bn_w[:4], bn_b[:4], None, None, True, 0.1,
+                                        1e-5).mean()  # fmt: skip
     y = ops.batch_norm_add(y, y * 0.5, None, None, None, None, True, 0.1, 1e-5)
     context, _ = ops.word_attention(query, source, mask, need_attn=False)
     loss = ops.damsm_loss(y, img_global, source, sent, lens, None, 4.0, 5.0, 10.0)

@@ -135,6 +135,15 @@ def test_triton_backend_rejects_float64():
         _damsm_word_similarity_op(img.flatten(2), emb, lens, *GAMMAS[:2], "triton")
 
 
+def test_autotune_drops_channel_chunks_wider_than_the_channels():
+    import triton
+
+    configs = [triton.Config({"BLOCK_R": 16, "D_CHUNK": c}, num_warps=8) for c in (16, 32, 64)]
+    kept = tri._prune(configs, {}, BLOCK_D=32)
+    assert [c.kwargs["D_CHUNK"] for c in kept] == [16, 32]
+    assert tri._prune(configs[2:], {}, BLOCK_D=16) == configs[2:]  # never none left
+
+
 def test_opcheck():
     img, emb, lens = _inputs(3, 4, 1, 5, 3)
     v, e = img.flatten(2).requires_grad_(), emb.requires_grad_()
