@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from attngan_fast.data._io import as_str, dump_pickle, load_pickle
 from attngan_fast.data.vocab import EncodedCaption, Vocabulary, tokenize
+from attngan_fast.errors import FileFormatError
 
 PICKLE_EXPECTS = (
     "captions.pickle must hold [train_captions, test_captions, ixtoword, wordtoix] "
@@ -114,7 +115,7 @@ def load_captions_pickle(path: Path) -> CaptionSets:
     """Read a captions.pickle written by the original (Python 2) or by this package."""
     data = load_pickle(path, PICKLE_EXPECTS)
     if not isinstance(data, (list, tuple)) or len(data) < 4:
-        raise ValueError(f"{path}: unexpected content; {PICKLE_EXPECTS}")
+        raise FileFormatError(f"{path}: unexpected content; {PICKLE_EXPECTS}")
     train, test, ixtoword, wordtoix = data[:4]
     try:
         vocab = Vocabulary(
@@ -123,6 +124,12 @@ def load_captions_pickle(path: Path) -> CaptionSets:
         )
         train = [[int(i) for i in c] for c in train]
         test = [[int(i) for i in c] for c in test]
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: {exc}; {PICKLE_EXPECTS}") from exc
+    except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+        raise FileFormatError(f"{path}: {exc}; {PICKLE_EXPECTS}") from None
+    ids = [i for caption in (*train, *test) for i in caption]
+    if ids and not 0 <= min(ids) <= max(ids) < len(vocab):
+        raise FileFormatError(
+            f"{path}: word indices {min(ids)} … {max(ids)} outside the vocabulary of "
+            f"{len(vocab)} words; {PICKLE_EXPECTS}"
+        )
     return CaptionSets(train, test, vocab)

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from attngan_fast.data._io import as_str, dump_pickle, load_pickle, require_dir
+from attngan_fast.data._io import dump_pickle, load_name_list, require_dir
 from attngan_fast.data.captions import (
     CaptionSets,
     build_caption_sets,
@@ -92,7 +92,7 @@ def _cached(root: Path, split: dict[str, list[str]]) -> CaptionSets | None:
     paths = [root / s / "filenames.pickle" for s in SPLITS]
     if not (root / "captions.pickle").is_file() or not all(p.is_file() for p in paths):
         return None
-    cached = [[as_str(k) for k in load_pickle(p, FOLDER_LAYOUT)] for p in paths]
+    cached = [load_name_list(p, FOLDER_LAYOUT) for p in paths]
     if cached != [split[s] for s in SPLITS]:
         warnings.warn(
             f"{root}: the images or the split changed since captions.pickle was cached; "

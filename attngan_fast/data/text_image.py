@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attngan_fast.data._io import as_str, load_pickle, require_dir, require_file
+from attngan_fast.data._io import load_name_list, load_pickle, require_dir, require_file
 from attngan_fast.data.captions import (
     CaptionSets,
     build_caption_sets,
@@ -34,6 +34,7 @@ from attngan_fast.data.captions import (
 )
 from attngan_fast.data.dataset import CaptionedImageDataset
 from attngan_fast.data.images import BBox, BranchImages
+from attngan_fast.errors import FileFormatError
 
 SPLITS = ("train", "test")
 
@@ -75,25 +76,49 @@ LAYOUTS = {
 
 def load_filenames(root: Path, split: str, layout: Layout) -> list[str]:
     """Keys of a split from ``<root>/<split>/filenames.pickle``."""
-    names = load_pickle(root / split / "filenames.pickle", layout.description)
-    return [as_str(k) for k in names]
+    return load_name_list(root / split / "filenames.pickle", layout.description)
+
+
+CLASS_INFO_EXPECTS = "class_info.pickle lists one integer class id per file"
 
 
 def load_class_ids(path: Path, n: int) -> list[int]:
-    """Class id of each of ``n`` files from ``class_info.pickle``; without one, 0 … n-1."""
+    """Class id of each of ``n`` files from ``class_info.pickle``; without one, 0 … n-1.
+
+    The file holds a list of ints or a numpy array (the original CUB file is a Python 2 pickle).
+    """
     if not path.is_file():
         return list(range(n))
-    ids = np.asarray(load_pickle(path, "class_info.pickle lists one class id per file")).ravel()
+    raw = load_pickle(path, CLASS_INFO_EXPECTS)
+    try:
+        ids = np.asarray(raw)
+    except ValueError as exc:  # a ragged nested list
+        raise FileFormatError(f"{path}: {exc}; {CLASS_INFO_EXPECTS}") from None
+    if ids.dtype.kind not in "iuf" or ids.ndim > 2 or not np.isfinite(ids).all():
+        raise FileFormatError(f"{path}: holds {ids.dtype} values of shape {ids.shape}; "
+                              f"{CLASS_INFO_EXPECTS}")  # fmt: skip
+    ids = ids.ravel()
+    if (ids != np.round(ids)).any() or (np.abs(ids) > 2**62).any():
+        raise FileFormatError(f"{path}: class ids must be whole numbers; {CLASS_INFO_EXPECTS}")
     if ids.shape[0] != n:
-        raise ValueError(f"{path}: {ids.shape[0]} class ids, the split's filenames.pickle has {n}")
+        raise FileFormatError(
+            f"{path}: {ids.shape[0]} class ids, the split's filenames.pickle has {n}"
+        )
     return [int(c) for c in ids]
 
 
 def _read_table(path: Path, columns: int, expects: str) -> list[tuple[int, list[str]]]:
     """(line number, fields) of the non-blank lines of a whitespace-separated table."""
     require_file(path, expects)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileFormatError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            f"{expects}"
+        ) from None
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue

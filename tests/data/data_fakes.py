@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 
@@ -23,7 +24,8 @@ def py2_pickle(obj) -> bytes:
     """Pickle ``obj`` as Python 2's cPickle (protocol 2) would; ``bytes`` stand for Python 2 str.
 
     Python 2 str is written with SHORT_BINSTRING/BINSTRING (which Python 3 can only decode with an
-    ``encoding``), unicode with BINUNICODE; lists and dicts with MARK … APPENDS/SETITEMS.
+    ``encoding``), unicode with BINUNICODE; lists and dicts with MARK … APPENDS/SETITEMS; numpy
+    arrays as numpy 1.x does (``numpy.core.multiarray._reconstruct``, raw data as a str).
     """
     out = bytearray(b"\x80\x02")
 
@@ -50,6 +52,8 @@ def py2_pickle(obj) -> bytes:
                 for item in o:
                     emit(item)
                 out.extend(b"e")
+        elif isinstance(o, np.ndarray):
+            emit_array(o)
         elif isinstance(o, dict):
             out.extend(b"}")
             if o:
@@ -60,6 +64,21 @@ def py2_pickle(obj) -> bytes:
                 out.extend(b"u")
         else:
             raise TypeError(type(o))
+
+    def emit_array(a: np.ndarray) -> None:  # as numpy 1.x under Python 2 pickles an array
+        out.extend(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n")
+        out.extend(b"K\x00\x85U\x01b\x87R(K\x01")  # _reconstruct(ndarray, (0,), 'b'); BUILD (1,
+        out.extend(b"(")
+        for n in a.shape:
+            emit(n)
+        out.extend(b"t")  # shape
+        code = a.dtype.str[1:].encode()
+        out.extend(b"cnumpy\ndtype\nU" + bytes([len(code)]) + code + b"K\x00K\x01\x87R")
+        order = a.dtype.str[0].encode()
+        out.extend(b"(K\x03U\x01" + order + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb")
+        out.extend(b"\x89")  # not Fortran order
+        emit(a.tobytes())
+        out.extend(b"tb")
 
     emit(obj)
     out.extend(b".")
