@@ -23,14 +23,17 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from attngan_fast.data.captions import load_captions_pickle
 from attngan_fast.data.vocab import Vocabulary
+from attngan_fast.errors import FileFormatError, UsageError
 from attngan_fast.models.generator import G_NET
 from attngan_fast.models.text_encoder import RNN_ENCODER
+from attngan_fast.train.checkpoint import load_torch_file, state_dict_kind
 from attngan_fast.train.run_dir import load_vocab
 from attngan_fast.viz import save_attention_figure, save_image
 
@@ -130,19 +133,14 @@ def build_text_encoder_from_state(state: Mapping[str, Tensor]) -> RNN_ENCODER:
     return encoder.eval()
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
+def load_state_dict_file(path: str | Path, what: str = "a state dict") -> dict[str, Tensor]:
     """A state dict saved by ``torch.save`` (also the original's PyTorch 0.3 / Python 2 files)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except UnicodeDecodeError:  # Python 2 pickle with non-ASCII strings
-        state = torch.load(path, map_location="cpu", weights_only=True, encoding="latin1")
+    state = load_torch_file(path, what=what)
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: does not hold a state dict")
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise FileFormatError(f"{path}: does not hold a state dict; expected {what}")
     return dict(state)
 
 
@@ -283,14 +281,35 @@ def load_generation_models(
     legacy_mask: bool = False,
 ) -> GenerationModels:
     """G from a netG state dict file (EMA weights) and the text encoder from its file."""
-    netG = build_generator_from_state(load_state_dict_file(netG_path), legacy_mask)
-    text_encoder = build_text_encoder_from_state(load_state_dict_file(text_encoder_path))
+    netG = _build_from_file(
+        netG_path,
+        "an AttnGAN generator (netG*.pth)",
+        lambda state: build_generator_from_state(state, legacy_mask),
+    )
+    text_encoder = _build_from_file(
+        text_encoder_path, "a DAMSM text encoder (text_encoder*.pth)", build_text_encoder_from_state
+    )
     if text_encoder.ntoken != len(vocab):
-        raise ValueError(
-            f"the text encoder knows {text_encoder.ntoken} words but the vocabulary has "
-            f"{len(vocab)}: they come from different datasets"
+        raise UsageError(
+            f"the text encoder {text_encoder_path} knows {text_encoder.ntoken} words but the "
+            f"vocabulary has {len(vocab)}: they come from different datasets"
         )
     return GenerationModels(netG, text_encoder, vocab).to(device)
+
+
+def _build_from_file(path: str | Path, what: str, build: Callable[[dict[str, Tensor]], Any]) -> Any:
+    """``build(state dict of path)``; a state dict of the wrong kind or shape is a
+    FileFormatError naming the file, what it should be and what it seems to be."""
+    state = load_state_dict_file(path, what)
+    try:
+        return build(state)
+    except (KeyError, RuntimeError, ValueError, IndexError) as exc:
+        reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        kind = state_dict_kind(state)
+        seems = f"; it looks like {kind}" if kind and kind != what else ""
+        raise FileFormatError(
+            f"{path}: not {what} ({str(reason).splitlines()[0][:200]}){seems}"
+        ) from None
 
 
 @dataclass

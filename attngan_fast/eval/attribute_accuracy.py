@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from attngan_fast.data.synth_birds import PALETTE, PARTS, load_synth_attributes
 from attngan_fast.data.text_image import load_text_image_dataset
 from attngan_fast.eval.r_precision import pad_captions
+from attngan_fast.train.checkpoint import load_torch_file
 
 GenerateFn = Callable[[Tensor, Tensor], Tensor]
 """(captions B x T word indices, 0-padded; cap_lens B) -> images B x 3 x H x W in [-1, 1]."""
@@ -261,7 +262,7 @@ def load_classifier(path: str | Path) -> tuple[PartColourClassifier, ClassifierR
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no attribute classifier there")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = load_torch_file(path, what="an attribute classifier file")
     clf = PartColourClassifier(data["parts"], data["palette"], data["width"], data["image_size"])
     clf.load_state_dict(data["state_dict"])
     return clf.eval(), ClassifierReport(**data["report"])

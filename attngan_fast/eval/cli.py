@@ -78,6 +78,7 @@ def _models(args: argparse.Namespace, device: str):
 
 
 def _image_encoder(args: argparse.Namespace, info: dict[str, Any], text_state: dict) -> nn.Module:
+    from attngan_fast.train.checkpoint import load_torch_file
     from attngan_fast.train.encoders import (
         EncoderSpec,
         build_image_encoder,
@@ -95,7 +96,7 @@ def _image_encoder(args: argparse.Namespace, info: dict[str, Any], text_state: d
             f"{PROG}: no DAMSM image encoder found ({path or 'run.json names none'}): pass "
             "--image-encoder image_encoderN.pth"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path, what="a DAMSM image encoder (image_encoder*.pth)")
     spec_dict = info.get("encoder_spec")
     spec = EncoderSpec(**spec_dict) if spec_dict else infer_spec(text_state, state)
     encoder = build_image_encoder(spec)

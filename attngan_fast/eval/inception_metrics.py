@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attngan_fast.models.inception import Inception3, load_inception_weights
+from attngan_fast.train.checkpoint import load_torch_file
 
 
 class ScoreWithStd(NamedTuple):
@@ -109,7 +110,7 @@ def load_inception(weights: str | Path | None, device: str | torch.device = "cpu
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no Inception weights file there")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path, what="an Inception-v3 state dict")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if "fc.weight" not in state:

@@ -15,8 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from attngan_fast.data._io import read_json
+from attngan_fast.errors import FileFormatError
 from attngan_fast.models import CNN_ENCODER, RNN_ENCODER, SmallImageEncoder
-from attngan_fast.train.checkpoint import save_atomic
+from attngan_fast.train.checkpoint import load_torch_file, save_atomic, state_dict_kind
 
 META_FILE = "encoders.json"
 IMAGE_ENCODERS = ("inception", "small")
@@ -73,15 +75,15 @@ def image_encoder_path(text_path: str | Path) -> Path:
     return text_path.with_name(text_path.name.replace("text_encoder", "image_encoder"))
 
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
+def _load_state(path: Path, what: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(
             f"no encoder file at {path} (DAMSM encoders are text_encoder<N>.pth and "
             "image_encoder<N>.pth, written by `attngan-fast pretrain-damsm`)"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict")
+    state = load_torch_file(path, what=what)
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise FileFormatError(f"{path} does not hold a state dict; expected {what}")
     return state
 
 
@@ -92,7 +94,11 @@ def infer_spec(
 ) -> EncoderSpec:
     """The EncoderSpec of saved state dicts: from ``encoders.json`` if present, else the shapes."""
     if meta_file is not None and meta_file.is_file():
-        return EncoderSpec(**json.loads(meta_file.read_text(encoding="utf-8")))
+        meta = read_json(meta_file, "encoders.json (written by pretrain-damsm) describes them")
+        try:
+            return EncoderSpec(**meta)
+        except (TypeError, ValueError) as exc:
+            raise FileFormatError(f"{meta_file}: not an encoders.json ({exc})") from None
     n_words = text_state["encoder.weight"].shape[0]
     nef = 2 * text_state["rnn.weight_hh_l0"].shape[1]
     rnn_type = "LSTM" if text_state["rnn.weight_ih_l0"].shape[0] == 4 * nef // 2 else "GRU"
@@ -103,18 +109,46 @@ def infer_spec(
     return spec
 
 
+TEXT_ENCODER = "a DAMSM text encoder (text_encoder*.pth)"
+IMAGE_ENCODER = "a DAMSM image encoder (image_encoder*.pth)"
+
+
 def load_encoders(
     text_path: str | Path, image_path: str | Path | None = None
 ) -> tuple[RNN_ENCODER, nn.Module, EncoderSpec]:
-    """Load a text encoder file and its image encoder (default: the file beside it), on the CPU."""
+    """Load a text encoder file and its image encoder (default: the file beside it), on the CPU.
+
+    A file of the wrong kind (a generator given as the text encoder, a mismatched pair) is a
+    FileFormatError naming it."""
     text_path = Path(text_path)
     image_path = Path(image_path) if image_path is not None else image_encoder_path(text_path)
-    text_state, image_state = _load_state(text_path), _load_state(image_path)
+    text_state = _load_state(text_path, TEXT_ENCODER)
+    image_state = _load_state(image_path, IMAGE_ENCODER)
+    _expect_kind(text_path, text_state, TEXT_ENCODER)
+    _expect_kind(image_path, image_state, IMAGE_ENCODER)
     spec = infer_spec(text_state, image_state, text_path.parent / META_FILE)
     text, image = build_text_encoder(spec), build_image_encoder(spec)
-    text.load_state_dict(text_state)
-    image.load_state_dict(image_state)
+    for module, state, path, what in (
+        (text, text_state, text_path, TEXT_ENCODER),
+        (image, image_state, image_path, IMAGE_ENCODER),
+    ):
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            meta = text_path.parent / META_FILE
+            source = meta if meta.is_file() else f"the shapes of {text_path}"
+            raise FileFormatError(
+                f"{path}: {what} of other sizes than {source} says "
+                f"({str(exc).splitlines()[0][:200]})"
+            ) from None
     return text, image, spec
+
+
+def _expect_kind(path: Path, state: dict[str, torch.Tensor], what: str) -> None:
+    kind = state_dict_kind(state)
+    if kind != what:
+        seems = f"it looks like {kind}" if kind else "its keys are of no encoder"
+        raise FileFormatError(f"{path}: not {what}; {seems}")
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -24,7 +24,9 @@ from typing import Any
 import yaml
 
 from attngan_fast.config import Config
+from attngan_fast.data._io import read_json
 from attngan_fast.data.vocab import Vocabulary
+from attngan_fast.errors import FileFormatError
 
 VOCAB_FILE = "vocab.json"
 
@@ -84,12 +86,18 @@ def save_vocab(vocab: Vocabulary, path: str | Path) -> Path:
     return path
 
 
+VOCAB_EXPECTS = "vocab.json (written by training) holds the list of words, '<end>' first"
+
+
 def load_vocab(path: str | Path) -> Vocabulary:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no vocabulary file (written by training as vocab.json)")
-    words = json.loads(path.read_text(encoding="utf-8"))
-    return Vocabulary(dict(enumerate(words)))
+    words = read_json(path, VOCAB_EXPECTS)
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise FileFormatError(f"{path}: not a list of words; {VOCAB_EXPECTS}")
+    try:
+        return Vocabulary(dict(enumerate(words)))
+    except ValueError as exc:
+        raise FileFormatError(f"{path}: {exc}; {VOCAB_EXPECTS}") from None
 
 
 def save_config(cfg: Config, path: str | Path) -> Path:
