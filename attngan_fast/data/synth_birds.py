@@ -15,25 +15,30 @@ Files (``<root>`` plays the part of CUB's ``birds`` folder, so the CUB loader re
     text/<class>/<name>.txt                      10 captions
     {train,test}/filenames.pickle, {train,test}/class_info.pickle
     attributes.json                              ground-truth labels of every image
+    synthbirds_manifest.json                     every file above (what overwrite may delete)
 
 ``attributes.json`` holds, per key: the colour of each part in :data:`PARTS`, ``beak_length``,
 ``size``, ``pose``, ``facing``, ``background``, ``bbox`` [x, y, w, h], ``split``, ``class_id`` and
 ``mentions``: for each caption line, the parts whose colour it names.
+
+The manifest is written before any other file. ``overwrite=True`` deletes only the files it lists
+(and ``captions.pickle``, the loaders' cache of these captions), then the folders left empty; a
+folder holding dataset files but no manifest is refused (it was not made here).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from attngan_fast.data._io import dump_pickle
+from attngan_fast.data._io import dump_pickle, read_json
+from attngan_fast.errors import FileFormatError, OutputExistsError, UsageError
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (205, 35, 35),
@@ -57,6 +62,9 @@ FACINGS: tuple[str, ...] = ("left", "right")
 BACKGROUNDS: tuple[str, ...] = ("plain", "sky", "foliage")
 CAPTIONS_PER_IMAGE = 10
 ATTRIBUTES_FILE = "attributes.json"
+MANIFEST_FILE = "synthbirds_manifest.json"
+MAX_IMAGES = 100_000  # per split
+MIN_SIZE, MAX_SIZE = 32, 1024  # image side in pixels
 
 # Words a caption may use for a size; every other word of the templates is not an attribute value.
 SIZE_WORDS: dict[str, tuple[str, ...]] = {"small": ("small", "tiny"), "large": ("large", "big")}
@@ -292,6 +300,7 @@ def sample_attributes(species: Sequence[tuple[str, ...]], rng: random.Random) ->
 
 
 _OUTPUTS = ("CUB_200_2011", "text", "train", "test", "captions.pickle", ATTRIBUTES_FILE)
+_DERIVED = ("captions.pickle",)  # written later by the dataset loaders, from our captions
 
 
 def make_synth_birds(
@@ -310,41 +319,50 @@ def make_synth_birds(
 
     Args:
         root: output folder (the ``birds`` folder of a CUB config).
-        n_train, n_test: number of images per split.
+        n_train, n_test: number of images per split (at most MAX_IMAGES each).
         seed: everything (species, attributes, drawing, captions) follows from it.
-        image_size: side of the square images in pixels.
+        image_size: side of the square images in pixels, MIN_SIZE … MAX_SIZE.
         n_species: number of (body, wing, crown) classes used.
         test_species: fraction of the species kept for the test split (disjoint from train, as in
             CUB); 0 shares the train species.
         jpeg_quality: JPEG quality of the images.
-        overwrite: replace an earlier SynthBirds in ``root`` (only its own files are removed).
+        overwrite: replace a SynthBirds made earlier in ``root``: only the files its manifest
+            lists are deleted.
 
     Returns:
         ``root`` as a Path.
+
+    Raises:
+        UsageError: a size out of range.
+        OutputExistsError: ``root`` holds a dataset and not ``overwrite``, or one without a
+            manifest (not made here: nothing is deleted).
     """
     root = Path(root)
-    if n_train < 1 or n_test < 0 or image_size < 32:
-        raise ValueError("need n_train >= 1, n_test >= 0 and image_size >= 32")
-    existing = [root / name for name in _OUTPUTS if (root / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace SynthBirds")
-    for path in existing:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    if not (1 <= n_train <= MAX_IMAGES and 0 <= n_test <= MAX_IMAGES):
+        raise UsageError(
+            f"need 1 <= n_train <= {MAX_IMAGES} and 0 <= n_test <= {MAX_IMAGES}, got {n_train} "
+            f"and {n_test}"
+        )
+    if not MIN_SIZE <= image_size <= MAX_SIZE:
+        raise UsageError(f"image_size must be in [{MIN_SIZE}, {MAX_SIZE}], got {image_size}")
+    _clear_previous(root, overwrite)
     species = _species(seed, n_species, test_species)
+    keys = {
+        split: [_key(sample_attributes(species[split], _rng(seed, split, i)), split, i)
+                for i in range(count)]
+        for split, count in (("train", n_train), ("test", n_test))
+    }  # fmt: skip
+    _write_manifest(root, keys)
     cub = root / "CUB_200_2011"
     index_lines, bbox_lines, records = [], [], {}
-    for split, count in (("train", n_train), ("test", n_test)):
-        keys, classes = [], []
-        for i in range(count):
-            rng = random.Random(f"synthbirds:{seed}:{split}:{i}")
+    for split, split_keys in keys.items():
+        classes = []
+        for i, key in enumerate(split_keys):
+            rng = _rng(seed, split, i)  # the same stream as for the key: attributes, then drawing
             attrs = sample_attributes(species[split], rng)
             img, bbox = draw_bird(attrs, image_size, rng)
             captions, mentions = make_captions(attrs, rng)
             cid = class_id(attrs["body"], attrs["wing"], attrs["crown"])
-            key = f"{cid:04d}.{attrs['body']}_{attrs['wing']}_{attrs['crown']}/{split}_{i:06d}"
             (cub / "images" / key).parent.mkdir(parents=True, exist_ok=True)
             img.save(cub / "images" / f"{key}.jpg", quality=jpeg_quality)
             (root / "text" / key).parent.mkdir(parents=True, exist_ok=True)
@@ -354,9 +372,8 @@ def make_synth_birds(
             bbox_lines.append(f"{n} " + " ".join(f"{v:.1f}" for v in bbox))
             records[key] = {**attrs, "bbox": bbox, "split": split, "class_id": cid}
             records[key]["mentions"] = mentions
-            keys.append(key)
             classes.append(cid)
-        dump_pickle(root / split / "filenames.pickle", keys)
+        dump_pickle(root / split / "filenames.pickle", split_keys)
         dump_pickle(root / split / "class_info.pickle", classes)
     (cub / "images.txt").write_text("\n".join(index_lines) + "\n")
     (cub / "bounding_boxes.txt").write_text("\n".join(bbox_lines) + "\n")
@@ -369,6 +386,78 @@ def make_synth_birds(
     }
     (root / ATTRIBUTES_FILE).write_text(json.dumps(meta, indent=None, sort_keys=False))
     return root
+
+
+def _rng(seed: int, split: str, i: int) -> random.Random:
+    return random.Random(f"synthbirds:{seed}:{split}:{i}")
+
+
+def _key(attrs: dict[str, str], split: str, i: int) -> str:
+    cid = class_id(attrs["body"], attrs["wing"], attrs["crown"])
+    return f"{cid:04d}.{attrs['body']}_{attrs['wing']}_{attrs['crown']}/{split}_{i:06d}"
+
+
+def _write_manifest(root: Path, keys: dict[str, list[str]]) -> None:
+    """List every file ``make_synth_birds`` is about to write (before it writes any)."""
+    files = ["CUB_200_2011/images.txt", "CUB_200_2011/bounding_boxes.txt", ATTRIBUTES_FILE]
+    for split, split_keys in keys.items():
+        files += [f"{split}/filenames.pickle", f"{split}/class_info.pickle"]
+        files += [f"CUB_200_2011/images/{k}.jpg" for k in split_keys]
+        files += [f"text/{k}.txt" for k in split_keys]
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = {"written_by": "attngan_fast.data.synth_birds", "files": files}
+    manifest["derived"] = list(_DERIVED)
+    (root / MANIFEST_FILE).write_text(json.dumps(manifest) + "\n", encoding="utf-8")
+
+
+def _listed_files(root: Path, manifest: Path) -> list[Path]:
+    """The files a manifest lists, each checked to lie inside ``root`` (else FileFormatError)."""
+    listed = read_json(manifest, f"{MANIFEST_FILE} lists the files synth-data wrote")
+    entries = listed.get("files") if isinstance(listed, dict) else None
+    entries = [*entries, *listed.get("derived", [])] if isinstance(entries, list) else None
+    if entries is None or not all(isinstance(f, str) and f for f in entries):
+        raise FileFormatError(f"{manifest}: not a synth-data manifest; nothing was deleted")
+    inside = root.resolve()
+    paths = [root.joinpath(*PurePosixPath(f).parts) for f in entries]
+    for entry, path in zip(entries, paths, strict=True):
+        relative = PurePosixPath(entry)
+        if (
+            relative.is_absolute()
+            or ".." in relative.parts
+            or not path.resolve().is_relative_to(inside)
+        ):
+            raise FileFormatError(
+                f"{manifest}: lists {entry!r}, outside {root}; nothing was deleted"
+            )
+    return paths
+
+
+def _clear_previous(root: Path, overwrite: bool) -> None:
+    """Refuse, or (``overwrite``) delete, the dataset already in ``root``."""
+    manifest = root / MANIFEST_FILE
+    existing = [root / name for name in (*_OUTPUTS, MANIFEST_FILE) if (root / name).exists()]
+    if not existing:
+        return
+    if not overwrite:
+        raise OutputExistsError(
+            f"{existing[0]} exists: {root} already holds a dataset; pass --overwrite "
+            "(overwrite=True) to replace a SynthBirds made there, or choose another folder"
+        )
+    if not manifest.is_file():
+        raise OutputExistsError(
+            f"{root} holds {existing[0].name} but no {MANIFEST_FILE}: it was not made by "
+            "synth-data (or by a version before the manifest), so nothing there is deleted; "
+            "choose another folder, or empty this one yourself"
+        )
+    paths = _listed_files(root, manifest)
+    for path in paths:
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    for folder in sorted({p.parent for p in paths}, key=lambda f: len(f.parts), reverse=True):
+        while folder != root and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    manifest.unlink()
 
 
 def load_synth_attributes(root: str | Path) -> dict[str, Any]:

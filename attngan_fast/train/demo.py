@@ -9,7 +9,8 @@ Everything is made locally (no download). Under ``<out>`` (default ``runs/demo``
     generated/       every stage's image and the word-attention figure of a few captions
 
 Sizes are chosen for the machine: ``cpu`` (a 2-core CPU, about 13 minutes), ``gpu`` (larger: more
-images, a wider network, longer training) and ``tiny`` (seconds, for tests).
+images, a wider network, longer training) and ``tiny`` (seconds, for tests). Running the demo
+again in the same ``<out>`` keeps ``data/`` and replaces the files of ``damsm/`` and ``gan/``.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def run_demo(
         PretrainOptions(
             out_dir=out / "damsm", data_dir=data, image_encoder="small", small_ndf=s.small_ndf,
             small_size=s.small_size, device=device, precision=s.precision, seed=seed,
-            max_steps=s.damsm_steps, progress=progress, log_every=10,
+            max_steps=s.damsm_steps, progress=progress, log_every=10, overwrite=True,
         ),
     )  # fmt: skip
     timings["damsm"] = time.perf_counter() - t0
@@ -184,6 +185,7 @@ def run_demo(
             precision=s.precision, seed=seed, max_steps=s.gan_steps,
             checkpoint_every=max(s.sample_every, 100), sample_every=s.sample_every,
             sample_captions=list(SAMPLE_CAPTIONS), ema_decay=s.ema_decay, progress=progress,
+            overwrite=True,
         ),
     )  # fmt: skip
     timings["gan"] = time.perf_counter() - t0

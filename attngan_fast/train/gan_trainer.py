@@ -7,9 +7,16 @@
 Checkpoints (``<out>/checkpoint.pt``, see ``run_dir``) are written atomically every
 ``checkpoint_every`` steps, at each epoch's end and at the end; ``resume=True`` continues from
 one exactly (bit-for-bit on CPU with ``workers=0``: same parameters, optimiser moments, EMA,
-RNG streams and position in the epoch). A non-finite loss stops the run with
-``NonFiniteLossError`` naming the loss and step, before anything is saved, so the last
-checkpoint on disk is the last good state.
+RNG streams and position in the epoch). A resumed run must build the same model (else
+``UsageError``); a changed learning rate, EMA decay or other training setting is applied and
+printed. ``metrics.jsonl`` is cut back to the checkpoint's step, so redone steps are not listed
+twice. An output folder that already holds a run is refused unless ``resume`` or ``overwrite``
+(which deletes only the run's own files, ``RunFiles.outputs``).
+
+A non-finite loss stops the run with ``NonFiniteLossError`` naming the loss and step, before
+anything is saved. Weights are checked finite before every save (a NaN gradient can poison G and
+its EMA a step before any loss shows it: ``NonFiniteWeightsError``), so a checkpoint on disk is
+always a good state; the messages name the last checkpoint only if there is one.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import math
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,7 @@ import torch
 import torch.distributed as torch_dist
 
 from attngan_fast.config import Config
+from attngan_fast.errors import AttnGanError, FileFormatError, UsageError
 from attngan_fast.train import checkpoint as ckpt
 from attngan_fast.train.data import load_dataset, make_loader
 from attngan_fast.train.distributed import (
@@ -37,16 +46,48 @@ from attngan_fast.train.distributed import (
 )
 from attngan_fast.train.encoders import image_encoder_path, load_encoders
 from attngan_fast.train.gan_step import GanState, build_gan_state, gan_train_step
-from attngan_fast.train.progress import ProgressLogger
-from attngan_fast.train.run_dir import RunFiles, save_config, save_vocab, write_json
+from attngan_fast.train.progress import ProgressLogger, truncate_metrics
+from attngan_fast.train.run_dir import (
+    RunFiles,
+    claim_output_dir,
+    remove_files,
+    save_config,
+    save_vocab,
+    write_json,
+)
 from attngan_fast.train.sampler import ResumableSampler
 from attngan_fast.train.samples import SampleWriter
 
 CHECKPOINT_FORMAT = "attngan-fast/gan-training"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(AttnGanError, RuntimeError):
     """A loss became NaN or infinite; the message names it, the step and the kept checkpoint."""
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """A weight of G, its EMA or a D became NaN or infinite (found before a save, which is then
+    not made); the message names the tensor, the step and the kept checkpoint."""
+
+
+# Config keys that shape the networks: a resumed run must have the same values as its checkpoint.
+MODEL_KEYS = (
+    "TREE.BRANCH_NUM", "TREE.BASE_SIZE", "GAN.GF_DIM", "GAN.DF_DIM", "GAN.Z_DIM",
+    "GAN.CONDITION_DIM", "GAN.R_NUM", "GAN.B_ATTENTION", "GAN.B_DCGAN", "TEXT.EMBEDDING_DIM",
+    "TRAIN.B_NET_D",
+)  # fmt: skip
+# Config keys a resumed run may change (printed when it does); the rest do not affect training.
+TRAINING_KEYS = (
+    "TRAIN.BATCH_SIZE", "TRAIN.MAX_EPOCH", "TRAIN.SNAPSHOT_INTERVAL", "TRAIN.GENERATOR_LR",
+    "TRAIN.DISCRIMINATOR_LR", "TRAIN.SMOOTH.GAMMA1", "TRAIN.SMOOTH.GAMMA2",
+    "TRAIN.SMOOTH.GAMMA3", "TRAIN.SMOOTH.LAMBDA", "TEXT.WORDS_NUM", "TEXT.CAPTIONS_PER_IMAGE",
+)  # fmt: skip
+# The command-line flag of a key, for messages.
+FLAGS = {
+    "TREE.BRANCH_NUM": "--branches", "GAN.GF_DIM": "--ngf", "GAN.DF_DIM": "--ndf",
+    "TRAIN.BATCH_SIZE": "--batch-size", "TRAIN.GENERATOR_LR": "--lr",
+    "TRAIN.DISCRIMINATOR_LR": "--lr", "TRAIN.MAX_EPOCH": "--epochs",
+}  # fmt: skip
 
 
 @dataclass
@@ -58,6 +99,8 @@ class GanTrainOptions:
     ``image_encoder`` file beside it). max_epochs defaults to cfg.TRAIN.MAX_EPOCH; max_steps
     stops earlier. Snapshots of netG (EMA weights) every cfg.TRAIN.SNAPSHOT_INTERVAL epochs.
     ema_decay 0.999 is the original; short runs look better with less averaging.
+    resume continues the run in out_dir; overwrite starts it again (its files are deleted first);
+    without either, an out_dir holding a run is refused (OutputExistsError).
     """
 
     out_dir: str | Path = "runs/attngan"
@@ -83,6 +126,7 @@ class GanTrainOptions:
     legacy_mask: bool = False
     ema_decay: float = 0.999
     progress: bool = True
+    overwrite: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -124,9 +168,14 @@ def training_state(state: GanState, sampler: ResumableSampler, epoch: int) -> di
 def restore_training_state(
     state: GanState, sampler: ResumableSampler, saved: dict[str, Any]
 ) -> int:
-    """Load ``saved`` (``training_state``) into ``state`` and ``sampler``; returns the epoch."""
+    """Load ``saved`` (``training_state``) into ``state`` and ``sampler``; returns the epoch.
+
+    The optimisers and the EMA get the learning rates and decay of ``state`` back after loading
+    (theirs are the current run's settings, not the checkpoint's)."""
     if saved.get("format") != CHECKPOINT_FORMAT:
         raise ValueError("not an attngan-fast GAN training checkpoint")
+    lrs = [[g["lr"] for g in o.param_groups] for o in (state.optimizer_g, *state.optimizers_d)]
+    decay = state.ema.decay
     state.generator.load_state_dict(saved["netG"])
     state.ema.load_state_dict(saved["ema"])
     for d, s in zip(state.discriminators, saved["netsD"], strict=True):
@@ -134,6 +183,10 @@ def restore_training_state(
     state.optimizer_g.load_state_dict(saved["optimizerG"])
     for o, s in zip(state.optimizers_d, saved["optimizersD"], strict=True):
         o.load_state_dict(s)
+    for optimizer, group_lrs in zip((state.optimizer_g, *state.optimizers_d), lrs, strict=True):
+        for group, lr in zip(optimizer.param_groups, group_lrs, strict=True):
+            group["lr"] = lr
+    state.ema.decay = decay
     if state.scaler is not None and saved["scaler"] is not None:
         state.scaler.load_state_dict(saved["scaler"])
     sampler.load_state_dict(saved["sampler"])
@@ -146,10 +199,54 @@ def restore_training_state(
     return int(saved["epoch"])
 
 
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _named(key: str) -> str:
+    return f"{key} ({FLAGS[key]})" if key in FLAGS else key
+
+
+def resume_changes(saved: dict[str, Any], cfg: Config, ema_decay: float, path: Path) -> list[str]:
+    """What a resumed run changes against its checkpoint ``saved`` (``training_state``), as
+    printable ``"KEY: old -> new"`` lines.
+
+    Raises:
+        UsageError: the model differs (a key of MODEL_KEYS); the message lists every difference.
+    """
+    before, now = _flat(saved.get("cfg") or {}), _flat(cfg.to_dict())
+    model = [k for k in MODEL_KEYS if k in before and before[k] != now[k]]
+    if model:
+        diff = "; ".join(f"{_named(k)} {before[k]!r} there, {now[k]!r} now" for k in model)
+        raise UsageError(
+            f"--resume: {path} holds another model ({diff}). Resume with the run's model "
+            f"options (its config.yml, usable with --cfg), or train the new model in another "
+            "--out (or --overwrite)"
+        )
+    changes = [
+        f"{_named(k)}: {before[k]!r} -> {now[k]!r}"
+        for k in TRAINING_KEYS
+        if k in before and before[k] != now[k]
+    ]
+    old_decay = (saved.get("ema") or {}).get("decay")
+    if old_decay is not None and float(old_decay) != ema_decay:
+        changes.append(f"EMA decay (--ema-decay): {float(old_decay)!r} -> {ema_decay!r}")
+    return changes
+
+
 def save_checkpoint(
     state: GanState, sampler: ResumableSampler, epoch: int, files: RunFiles
 ) -> Path | None:
-    """Atomically write ``checkpoint.pt`` and ``Model/netG.pth`` (rank 0; call on every rank)."""
+    """Atomically write ``checkpoint.pt`` and ``Model/netG.pth`` (rank 0; call on every rank).
+
+    Raises NonFiniteWeightsError (on every rank, nothing written) if a weight is not finite."""
+    check_weights_finite(state, files)
     payload = training_state(state, sampler, epoch)
     path = None
     if state.dist.is_main:
@@ -161,6 +258,7 @@ def save_checkpoint(
 
 def save_snapshot(state: GanState, epoch: int, files: RunFiles) -> None:
     """The original's model files: ``netG_epoch_E.pth`` (EMA weights) and ``netD{i}.pth``."""
+    check_weights_finite(state, files)
     if not state.dist.is_main:
         return
     ckpt.save_atomic(state.ema.state_dict_of(state.generator), files.netG_epoch(epoch))
@@ -168,16 +266,46 @@ def save_snapshot(state: GanState, epoch: int, files: RunFiles) -> None:
         ckpt.save_atomic(d.state_dict(), files.netD(i))
 
 
-def check_finite(logs: dict[str, float], step: int, epoch: int, info: DistInfo, kept: str) -> None:
-    """Raise NonFiniteLossError when a loss is NaN/inf on any rank (a collective)."""
+def check_finite(
+    logs: dict[str, float], step: int, epoch: int, info: DistInfo, kept: Callable[[], str]
+) -> None:
+    """Raise NonFiniteLossError when a loss is NaN/inf on any rank (a collective); ``kept()``
+    says which checkpoint the run leaves (called only then)."""
     bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
     if all_ranks_agree(not bad, info):
         return
     detail = ", ".join(f"{k} = {v}" for k, v in bad.items()) or "on another process"
     raise NonFiniteLossError(
-        f"non-finite loss at step {step} (epoch {epoch}): {detail}. Training stopped; {kept}. "
+        f"non-finite loss at step {step} (epoch {epoch}): {detail}. Training stopped; {kept()}. "
         "Try a lower learning rate, --precision fp32 or bf16, or resume from the checkpoint."
     )
+
+
+def check_weights_finite(state: GanState, files: RunFiles) -> None:
+    """Raise NonFiniteWeightsError if a weight of G, its EMA or a D is NaN or infinite.
+
+    Every rank holds the same weights, so every rank reaches the same verdict (no collective)."""
+    tensors = {f"G {k}": v for k, v in state.generator.state_dict().items()}
+    tensors.update({f"G (EMA) {k}": v for k, v in zip(state.ema.names, state.ema.params)})
+    for i, d in enumerate(state.discriminators):
+        tensors.update({f"D{i} {k}": v for k, v in d.state_dict().items()})
+    bad = ckpt.first_non_finite(tensors)
+    if bad is None:
+        return
+    raise NonFiniteWeightsError(
+        f"non-finite weights at step {state.step}: {bad} holds NaN or inf (a NaN gradient can do "
+        f"this while the losses are still finite), so nothing was saved; {kept_checkpoint(files)}. "
+        "Try a lower learning rate, --precision fp32 or bf16, or resume from the checkpoint."
+    )
+
+
+def kept_checkpoint(files: RunFiles) -> str:
+    """Which checkpoint a stopped run leaves: the one on disk (its step), or that there is none."""
+    try:
+        step = int(ckpt.load(files.checkpoint)["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no checkpoint was written in {files.root} (nothing to resume from)"
+    return f"the last good checkpoint is {files.checkpoint} (step {step})"
 
 
 def default_sample_captions(dataset: Any, count: int = 4) -> list[str]:
@@ -200,21 +328,55 @@ def train_gan(cfg: Config, opts: GanTrainOptions) -> RunFiles:
         cleanup(info)
 
 
+def check_minimums(opts: Any, minimums: tuple[tuple[str, str, int], ...]) -> None:
+    """Raise UsageError for the first (field, flag, minimum) of ``minimums`` that ``opts``
+    (an options dataclass) is below; None fields are unset and pass."""
+    for name, flag, low in minimums:
+        value = getattr(opts, name)
+        if value is not None and value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}")
+
+
+def check_options(opts: GanTrainOptions) -> None:
+    """Raise UsageError naming the first option out of its range."""
+    check_minimums(
+        opts,
+        (
+            ("max_epochs", "--epochs", 1), ("max_steps", "--steps", 1),
+            ("checkpoint_every", "--checkpoint-every", 1), ("log_every", "--log-every", 1),
+            ("sample_every", "--sample-every", 0), ("workers", "--workers", 0),
+            ("samples_per_caption", "samples_per_caption", 1),
+        ),
+    )  # fmt: skip
+    if not 0.0 <= opts.ema_decay < 1.0:
+        raise UsageError(f"--ema-decay must be in [0, 1), got {opts.ema_decay}")
+
+
 def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
+    check_options(opts)
     files = RunFiles(Path(opts.out_dir))
+    stale = claim_output_dir(
+        files.root, files.outputs(), "a training run", overwrite=opts.overwrite,
+        resume=opts.resume,
+    )  # fmt: skip
     seed_everything(opts.seed + info.rank)
     if opts.data_dir is None:
-        raise ValueError("no dataset: pass --data DIR (or set DATA_DIR in the config)")
+        raise UsageError("no dataset: pass --data DIR (or set DATA_DIR in the config)")
+    if cfg.TREE.BASE_SIZE != 64:
+        raise UsageError(
+            f"TREE.BASE_SIZE is {cfg.TREE.BASE_SIZE}: the generator's first stage draws 64 px "
+            "images, so GAN training needs TREE.BASE_SIZE 64 (more pixels: --branches)"
+        )
     dataset = load_dataset(opts.data_dir, cfg, "train", opts.layout)
     text_path = opts.text_encoder or cfg.TRAIN.NET_E
     if not text_path:
-        raise ValueError(
+        raise UsageError(
             "no DAMSM text encoder: pass --text-encoder FILE (or TRAIN.NET_E in the config); "
             "train one with `attngan-fast pretrain-damsm`"
         )
     text_encoder, image_encoder, spec = load_encoders(text_path, opts.image_encoder)
     if spec.n_words != dataset.n_words:
-        raise ValueError(
+        raise UsageError(
             f"the text encoder {text_path} knows {spec.n_words} words, the dataset's vocabulary "
             f"has {dataset.n_words}: they come from different datasets"
         )
@@ -228,12 +390,33 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
     sampler = ResumableSampler(
         len(dataset), seed=opts.seed, rank=info.rank, world_size=info.world_size
     )
+    batch_size = cfg.TRAIN.BATCH_SIZE
+    steps_per_epoch = len(sampler) // batch_size
+    if steps_per_epoch == 0:
+        per = f" per process ({info.world_size} processes)" if info.world_size > 1 else ""
+        raise UsageError(
+            f"--batch-size {batch_size} is larger than the {len(sampler)} training images"
+            f"{per} of {opts.data_dir}: use --batch-size {len(sampler)} or less"
+        )
     epoch = 0
     if opts.resume and files.checkpoint.is_file():
-        epoch = restore_training_state(state, sampler, ckpt.load(files.checkpoint, info.device))
+        epoch = _resume(state, sampler, cfg, opts, files)
     elif opts.resume and info.is_main:
         print(f"no checkpoint at {files.checkpoint}: starting a new run", flush=True)
+    max_epochs = opts.max_epochs if opts.max_epochs is not None else cfg.TRAIN.MAX_EPOCH
+    max_steps = max_epochs * steps_per_epoch
+    if opts.max_steps is not None:
+        max_steps = min(max_steps, opts.max_steps)
+    if state.step >= max_steps or epoch >= max_epochs:
+        raise UsageError(
+            f"--resume: the run in {files.root} is already at step {state.step} (epoch {epoch}), "
+            f"the end set by --steps / --epochs (step {max_steps}, epoch {max_epochs}): raise "
+            "them to train on"
+        )  # a new run cannot get here: check_options wants max_steps and max_epochs >= 1
     if info.is_main:
+        remove_files(stale)
+        ckpt.remove_stale_temporaries(files.checkpoint)
+        truncate_metrics(files.metrics, state.step)
         save_config(cfg, files.config)
         save_vocab(dataset.vocab, files.vocab)
         files.model_dir.mkdir(parents=True, exist_ok=True)
@@ -245,13 +428,8 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
             encoder_spec=asdict(spec), world_size=info.world_size, n_words=dataset.n_words,
         )  # fmt: skip
         write_json(run_info, files.run_json)
+    barrier(info)
 
-    batch_size = cfg.TRAIN.BATCH_SIZE
-    max_epochs = opts.max_epochs if opts.max_epochs is not None else cfg.TRAIN.MAX_EPOCH
-    steps_per_epoch = len(sampler) // batch_size
-    max_steps = max_epochs * steps_per_epoch
-    if opts.max_steps is not None:
-        max_steps = min(max_steps, opts.max_steps)
     writer = None
     if info.is_main and opts.sample_every > 0:
         captions = opts.sample_captions or default_sample_captions(dataset)
@@ -263,7 +441,6 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
         files.metrics, max_steps, state.step, batch_size * info.world_size,
         enabled=info.is_main, show_bar=opts.progress,
     )  # fmt: skip
-    kept = f"the last good checkpoint is {files.checkpoint}"
     try:
         while state.step < max_steps and epoch < max_epochs:
             sampler.set_epoch(epoch)
@@ -271,7 +448,7 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
             for batch in loader:
                 logs = gan_train_step(state, batch)
                 sampler.advance(batch_size)
-                check_finite(logs, state.step, epoch, info, kept)
+                check_finite(logs, state.step, epoch, info, lambda: kept_checkpoint(files))
                 step = state.step
                 if step % opts.log_every == 0 or step == max_steps:
                     logger.log(step, epoch, logs)
@@ -296,3 +473,27 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
     finally:
         logger.close()
     return files
+
+
+def _resume(
+    state: GanState, sampler: ResumableSampler, cfg: Config, opts: GanTrainOptions, files: RunFiles
+) -> int:
+    """Restore the checkpoint of ``files`` into ``state`` / ``sampler``; returns its epoch.
+    Refuses another model; prints what this run changes (applied from now on)."""
+    saved = ckpt.load(files.checkpoint, state.device)
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        raise FileFormatError(f"{files.checkpoint}: not an attngan-fast GAN training checkpoint")
+    changes = resume_changes(saved, cfg, opts.ema_decay, files.checkpoint)
+    try:
+        epoch = restore_training_state(state, sampler, saved)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+        reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise FileFormatError(
+            f"{files.checkpoint}: cannot resume from it ({type(exc).__name__}: "
+            f"{str(reason).splitlines()[0][:200]})"
+        ) from None
+    if state.dist.is_main:
+        print(f"resuming {files.root} at step {state.step} (epoch {epoch})", flush=True)
+        for change in changes:
+            print(f"  changed on resume: {change}", flush=True)
+    return epoch

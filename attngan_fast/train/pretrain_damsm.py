@@ -22,8 +22,11 @@ from torch import Tensor, nn
 from attngan_fast import ops
 from attngan_fast.config import Config
 from attngan_fast.data.dataset import prepare_batch
+from attngan_fast.errors import FileFormatError, UsageError
 from attngan_fast.models import load_inception_weights
 from attngan_fast.ops import original
+from attngan_fast.train import checkpoint as ckpt
+from attngan_fast.train.checkpoint import load_torch_file
 from attngan_fast.train.data import load_dataset, make_loader
 from attngan_fast.train.distributed import (
     DistInfo,
@@ -39,10 +42,15 @@ from attngan_fast.train.encoders import (
     build_text_encoder,
     save_encoders,
 )
-from attngan_fast.train.gan_trainer import NonFiniteLossError, seed_everything
+from attngan_fast.train.gan_trainer import (
+    NonFiniteLossError,
+    NonFiniteWeightsError,
+    check_minimums,
+    seed_everything,
+)
 from attngan_fast.train.precision import autocast, check_precision, make_scaler
 from attngan_fast.train.progress import ProgressLogger
-from attngan_fast.train.run_dir import save_vocab
+from attngan_fast.train.run_dir import claim_output_dir, damsm_outputs, remove_files, save_vocab
 from attngan_fast.train.sampler import ResumableSampler
 
 
@@ -53,7 +61,8 @@ class PretrainOptions:
 
     image_encoder ``inception`` needs ``inception_weights`` (a torchvision ``inception_v3``
     ImageNet state dict file) to be meaningful; ``small`` trains ``SmallImageEncoder`` from
-    scratch on ``small_size`` px images (regions small_size / 8 a side).
+    scratch on ``small_size`` px images (regions small_size / 8 a side). An ``out_dir`` that
+    already holds encoders is refused unless ``overwrite`` (which deletes only those files).
     """
 
     out_dir: str | Path = "runs/damsm"
@@ -72,6 +81,7 @@ class PretrainOptions:
     log_every: int = 10
     original_damsm_loop: bool = False
     progress: bool = True
+    overwrite: bool = False
 
 
 def damsm_total_loss(
@@ -115,10 +125,16 @@ def pretrain_damsm(cfg: Config, opts: PretrainOptions) -> tuple[Path, Path]:
 def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path, Path]:
     device = info.device
     check_precision(opts.precision, device)
+    check_minimums(
+        opts,
+        (("max_epochs", "--epochs", 1), ("max_steps", "--steps", 1),
+         ("log_every", "--log-every", 1), ("workers", "--workers", 0)),
+    )  # fmt: skip
+    out = Path(opts.out_dir)
+    stale = claim_output_dir(out, damsm_outputs(out), "DAMSM encoders", overwrite=opts.overwrite)
     seed_everything(opts.seed + info.rank)
     if opts.data_dir is None:
-        raise ValueError("no dataset: pass --data DIR (or set DATA_DIR in the config)")
-    out = Path(opts.out_dir)
+        raise UsageError("no dataset: pass --data DIR (or set DATA_DIR in the config)")
     data_cfg = cfg
     if opts.image_encoder == "small":  # one branch at the encoder's own size
         data_cfg = _with_images(cfg, opts.small_size)
@@ -131,13 +147,20 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
     image_encoder = build_image_encoder(spec)
     if opts.image_encoder == "inception":
         if opts.inception_weights is None:
-            raise ValueError(
+            raise UsageError(
                 "the inception image encoder needs ImageNet Inception-v3 weights: pass "
                 "--inception-weights FILE (torchvision inception_v3 state dict), or use "
                 "--image-encoder small"
             )
-        state = torch.load(opts.inception_weights, map_location="cpu", weights_only=True)
-        load_inception_weights(image_encoder, state)
+        weights = Path(opts.inception_weights)
+        state = load_torch_file(weights, what="a torchvision inception_v3 state dict")
+        try:
+            load_inception_weights(image_encoder, state)
+        except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
+            reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise FileFormatError(
+                f"{weights}: not a torchvision inception_v3 state dict ({reason})"
+            ) from None
     image_encoder = image_encoder.to(device)
     params = list(text_encoder.parameters()) + [
         p for p in image_encoder.parameters() if p.requires_grad
@@ -150,11 +173,18 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
     batch_size = cfg.TRAIN.BATCH_SIZE
     max_epochs = opts.max_epochs if opts.max_epochs is not None else cfg.TRAIN.MAX_EPOCH
     steps_per_epoch = len(sampler) // batch_size
+    if steps_per_epoch == 0:
+        per = f" per process ({info.world_size} processes)" if info.world_size > 1 else ""
+        raise UsageError(
+            f"--batch-size {batch_size} is larger than the {len(sampler)} training images"
+            f"{per} of {opts.data_dir}: use --batch-size {len(sampler)} or less"
+        )
     total = max_epochs * steps_per_epoch
     if opts.max_steps is not None:
         total = min(total, opts.max_steps)
         max_epochs = min(max_epochs, math.ceil(total / steps_per_epoch))
     if info.is_main:
+        remove_files(stale)
         save_vocab(dataset.vocab, out / "vocab.json")
     logger = ProgressLogger(
         out / "metrics.jsonl", total, 0, batch_size * info.world_size,
@@ -193,6 +223,7 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
                     break
             last = step >= total or epoch == max_epochs - 1
             if info.is_main and (epoch % cfg.TRAIN.SNAPSHOT_INTERVAL == 0 or last):
+                _check_encoders_finite(text_encoder, image_encoder, step, out)
                 paths = save_encoders(out, epoch, unwrap(text_ddp), unwrap(image_ddp), spec)
                 logger.write(f"saved {paths[0]} and {paths[1]}")
             if lr > cfg.TRAIN.ENCODER_LR / 10.0:
@@ -202,6 +233,18 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
     finally:
         logger.close()
     return paths if paths is not None else (out / "text_encoder.pth", out / "image_encoder.pth")
+
+
+def _check_encoders_finite(text: nn.Module, image: nn.Module, step: int, out: Path) -> None:
+    """Raise NonFiniteWeightsError (nothing saved) if an encoder weight is NaN or infinite."""
+    tensors = {f"text encoder {k}": v for k, v in text.state_dict().items()}
+    tensors.update({f"image encoder {k}": v for k, v in image.state_dict().items()})
+    bad = ckpt.first_non_finite(tensors)
+    if bad is not None:
+        raise NonFiniteWeightsError(
+            f"non-finite weights at step {step}: {bad} holds NaN or inf, so it was not saved; "
+            f"the encoder files already in {out} are kept. Try a lower --lr or --precision fp32"
+        )
 
 
 def _step(

@@ -7,6 +7,7 @@ Each JSONL line is one record: ``{"step": ..., "epoch": ..., "images_per_s": ...
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,31 @@ class ProgressLogger:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def truncate_metrics(path: str | Path, step: int) -> int:
+    """Keep the records of ``path`` up to ``step`` (where a resumed run continues from), so the
+    steps it redoes are not listed twice; a line cut short by a killed run goes too. Returns the
+    number of records removed."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, removed = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            keep = int(record["step"]) <= step
+        except (ValueError, TypeError, KeyError):
+            keep = False
+        if keep:
+            kept.append(line + "\n")
+        else:
+            removed += 1
+    if removed:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+    return removed
 
 
 _SHOWN = ("errD0", "errD1", "errD2", "errG_total", "w_loss", "s_loss", "loss", "kl_loss")

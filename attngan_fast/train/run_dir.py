@@ -26,7 +26,7 @@ import yaml
 from attngan_fast.config import Config
 from attngan_fast.data._io import read_json
 from attngan_fast.data.vocab import Vocabulary
-from attngan_fast.errors import FileFormatError
+from attngan_fast.errors import FileFormatError, OutputExistsError, UsageError
 
 VOCAB_FILE = "vocab.json"
 
@@ -76,6 +76,65 @@ class RunFiles:
 
     def netD(self, index: int) -> Path:
         return self.model_dir / f"netD{index}.pth"
+
+    def outputs(self) -> list[Path]:
+        """The files of this folder a training run wrote (and ``overwrite`` removes); other
+        files in it are left alone."""
+        fixed = [self.run_json, self.config, self.vocab, self.checkpoint, self.metrics]
+        fixed += [self.netG, self.text_encoder]
+        found = [p for p in fixed if p.is_file()]
+        for folder, pattern in (
+            (self.samples, "step_*.png"),
+            (self.model_dir, "netG_epoch_*.pth"),
+            (self.model_dir, "netD*.pth"),
+            (self.root, ".checkpoint.pt.*.tmp"),  # saves killed half-way (save_atomic)
+            (self.model_dir, ".*.pth.*.tmp"),
+        ):
+            found += sorted(p for p in folder.glob(pattern) if p.is_file())
+        return found
+
+
+def damsm_outputs(root: str | Path) -> list[Path]:
+    """The files of a DAMSM pretraining folder (``pretrain_damsm``'s ``out_dir``) that exist."""
+    root = Path(root)
+    names = ("encoders.json", VOCAB_FILE, "metrics.jsonl")
+    found = [root / n for n in names if (root / n).is_file()]
+    for pattern in ("text_encoder*.pth", "image_encoder*.pth", ".*_encoder*.pth.*.tmp"):
+        found += sorted(p for p in root.glob(pattern) if p.is_file())
+    return found
+
+
+def claim_output_dir(
+    root: Path, existing: list[Path], what: str, *, overwrite: bool, resume: bool = False
+) -> list[Path]:
+    """Check that a run may write into ``root``, which holds the ``existing`` outputs of an
+    earlier one; returns the files to delete first (``overwrite``), else ``[]``.
+
+    Raises:
+        OutputExistsError: ``existing`` is not empty and neither ``resume`` nor ``overwrite``.
+        UsageError: both ``resume`` and ``overwrite``.
+    """
+    if resume and overwrite:
+        raise UsageError(
+            "--resume continues the run in --out, --overwrite starts it again: give one of them"
+        )
+    if not existing or resume:
+        return []
+    if overwrite:
+        return existing
+    names = ", ".join(str(p.relative_to(root)) for p in existing[:3])
+    more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+    resume_hint = "--resume to continue it, " if what == "a training run" else ""
+    raise OutputExistsError(
+        f"{root} already holds {what} ({names}{more}): pass {resume_hint}--overwrite to replace "
+        "its files, or choose another --out"
+    )
+
+
+def remove_files(paths: list[Path]) -> None:
+    """Delete ``paths`` (files that an earlier run wrote; see ``claim_output_dir``)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def save_vocab(vocab: Vocabulary, path: str | Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import time
 from collections import Counter
@@ -13,6 +14,7 @@ from attngan_fast.data.synth_birds import (
     BEAK_LENGTHS,
     CAPTIONS_PER_IMAGE,
     COLOURS,
+    MANIFEST_FILE,
     PALETTE,
     PARTS,
     SIZE_WORDS,
@@ -21,6 +23,7 @@ from attngan_fast.data.synth_birds import (
     make_synth_birds,
 )
 from attngan_fast.data.vocab import tokenize
+from attngan_fast.errors import FileFormatError, OutputExistsError, UsageError
 
 PART_WORDS = {
     "crown": {"crown"},
@@ -133,3 +136,69 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
         make_synth_birds(root, 2, 1, seed=1, image_size=64)
     make_synth_birds(root, 2, 1, seed=1, image_size=64, overwrite=True)
     assert not (root / "captions.pickle").exists()
+
+
+def test_overwrite_deletes_only_what_it_wrote(tmp_path):
+    root = make_synth_birds(tmp_path / "b", 3, 1, seed=0, image_size=32)
+    assert MANIFEST_FILE in _files(root)
+    notes = next((root / "text").iterdir()) / "my_notes.txt"
+    notes.write_text("mine")
+    (root / "CUB_200_2011" / "README").write_text("mine too")
+    make_synth_birds(root, 2, 1, seed=5, image_size=32, overwrite=True)
+    assert notes.read_text() == "mine" and (root / "CUB_200_2011" / "README").is_file()
+    after = _files(root)
+    del after[notes.relative_to(root).as_posix()], after["CUB_200_2011/README"]
+    assert after == _files(make_synth_birds(tmp_path / "fresh", 2, 1, seed=5, image_size=32))
+
+
+def test_overwrite_refuses_a_folder_it_did_not_make(tmp_path):
+    """A real CUB folder (no manifest): nothing is deleted, even with overwrite."""
+    root = tmp_path / "birds"
+    for rel in ("CUB_200_2011/images/001.A/a.jpg", "text/001.A/my_notes.txt", "notes.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("the user's")
+    before = _files(root)
+    with pytest.raises(OutputExistsError, match="no synthbirds_manifest.json.*nothing there is"):
+        make_synth_birds(root, 2, 1, image_size=32, overwrite=True)
+    assert _files(root) == before
+
+
+def test_tampered_manifest_deletes_nothing(tmp_path):
+    root = make_synth_birds(tmp_path / "b", 2, 1, image_size=32)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("outside the dataset")
+    manifest = json.loads((root / MANIFEST_FILE).read_text())
+    manifest["files"].append("../victim.txt")
+    (root / MANIFEST_FILE).write_text(json.dumps(manifest))
+    before = _files(root)
+    with pytest.raises(FileFormatError, match="victim.txt.*nothing was deleted"):
+        make_synth_birds(root, 2, 1, image_size=32, overwrite=True)
+    assert victim.is_file() and _files(root) == before
+
+
+def test_interrupted_generation_can_be_overwritten(tmp_path, monkeypatch):
+    """The manifest is written first: a run killed half-way leaves nothing it cannot clean."""
+    from attngan_fast.data import synth_birds
+
+    real_draw, drawn = synth_birds.draw_bird, []
+
+    def dying_draw(*args):
+        if len(drawn) == 2:
+            raise KeyboardInterrupt
+        drawn.append(1)
+        return real_draw(*args)
+
+    monkeypatch.setattr(synth_birds, "draw_bird", dying_draw)
+    with pytest.raises(KeyboardInterrupt):
+        make_synth_birds(tmp_path / "b", 4, 1, image_size=32)
+    monkeypatch.undo()
+    root = make_synth_birds(tmp_path / "b", 4, 1, image_size=32, overwrite=True)
+    assert _files(root) == _files(make_synth_birds(tmp_path / "fresh", 4, 1, image_size=32))
+
+
+def test_sizes_are_bounded(tmp_path):
+    with pytest.raises(UsageError, match=r"image_size must be in \[32, 1024\], got 4096"):
+        make_synth_birds(tmp_path / "b", 1, 1, image_size=4096)
+    with pytest.raises(UsageError, match="n_train"):
+        make_synth_birds(tmp_path / "b", 0, 1)
+    assert not (tmp_path / "b").exists()
