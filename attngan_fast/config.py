@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from attngan_fast.errors import UsageError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -189,8 +192,61 @@ PRESET_FILES = {
 }
 
 
-class ConfigError(ValueError):
-    """A config file or dict names an unknown key or gives a value of the wrong type."""
+class ConfigError(UsageError):
+    """A config file or dict names an unknown key, or gives a value of the wrong type or out of
+    its range (``RANGES``)."""
+
+
+# Allowed values of the numeric keys, (low, high) inclusive (None: no bound). They keep a run
+# from dying deep inside (a zero width, an empty batch) or exhausting memory on a typo.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "WORKERS": (0, 1024),
+    "TREE.BRANCH_NUM": (1, 3),
+    "TREE.BASE_SIZE": (8, 1024),
+    "TRAIN.BATCH_SIZE": (1, 65536),
+    "TRAIN.MAX_EPOCH": (1, None),
+    "TRAIN.SNAPSHOT_INTERVAL": (1, None),
+    "TRAIN.RNN_GRAD_CLIP": (0, None),
+    "TRAIN.SMOOTH.LAMBDA": (0, None),
+    "GAN.DF_DIM": (1, 1024),
+    "GAN.GF_DIM": (1, 1024),
+    "GAN.Z_DIM": (1, 4096),
+    "GAN.CONDITION_DIM": (1, 4096),
+    "GAN.R_NUM": (0, 16),
+    "TEXT.CAPTIONS_PER_IMAGE": (1, 1000),
+    "TEXT.EMBEDDING_DIM": (2, 4096),
+    "TEXT.WORDS_NUM": (1, 1000),
+}
+# Keys that must be > 0: learning rates and the DAMSM smoothing factors.
+POSITIVE = (
+    "TRAIN.DISCRIMINATOR_LR", "TRAIN.GENERATOR_LR", "TRAIN.ENCODER_LR",
+    "TRAIN.SMOOTH.GAMMA1", "TRAIN.SMOOTH.GAMMA2", "TRAIN.SMOOTH.GAMMA3",
+)  # fmt: skip
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def check_config(cfg: Config) -> Config:
+    """Return ``cfg`` if every numeric key is in range, else raise ConfigError naming the key."""
+    for key, (low, high) in RANGES.items():
+        value = _get(cfg, key)
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ConfigError(f"config key {key!r} must be {span}, got {value!r}")
+    for key in POSITIVE:
+        value = _get(cfg, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"config key {key!r} must be a number > 0, got {value!r}")
+    if cfg.TEXT.EMBEDDING_DIM % 2:
+        raise ConfigError(
+            f"config key 'TEXT.EMBEDDING_DIM' must be even (the bidirectional LSTM gives half of "
+            f"it per direction), got {cfg.TEXT.EMBEDDING_DIM}"
+        )
+    return cfg
 
 
 def _merge(obj: Any, values: dict[str, Any], path: str) -> None:
@@ -228,7 +284,7 @@ def config_from_dict(values: dict[str, Any], base: Config | None = None) -> Conf
     """A new Config: ``base`` (default: the original defaults) overridden by nested ``values``."""
     cfg = copy.deepcopy(base) if base is not None else Config()
     _merge(cfg, values, "")
-    return cfg
+    return check_config(cfg)
 
 
 def preset(name: str) -> Config:

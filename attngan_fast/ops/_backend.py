@@ -8,8 +8,9 @@ Every op has up to three implementations ("backends"):
 * ``cuda``   -- hand-written kernels in ``csrc/``, compiled into ``attngan_fast._C`` (CUDA tensors).
 
 Which one runs is decided, in this order, by the ``backend=`` argument of the op, the environment
-variable ``ATTNGAN_FAST_BACKEND`` (``torch`` | ``triton`` | ``cuda`` | ``auto``), and otherwise
-automatically: the fastest backend available for the tensors' device (on CPU, the reference).
+variable ``ATTNGAN_FAST_BACKEND`` (``torch`` | ``triton`` | ``cuda`` | ``auto``; empty means auto),
+and otherwise automatically: the fastest backend available for the tensors' device (on CPU, the
+reference).
 
 A backend module implements an op by defining the functions listed in ``OP_INTERFACES`` (see each
 op's module for their exact contracts). ``BACKEND_MODULES`` maps (op, backend) to the module.
@@ -115,8 +116,11 @@ def _why_unavailable(op: str, backend: str, device: torch.device) -> str | None:
 
 
 def available_backends(op: str, device: torch.device | str = "cpu") -> list[str]:
-    """The backends that can run ``op`` on tensors of ``device``, in automatic-preference order."""
+    """The backends that can run ``op`` on tensors of ``device``, in automatic-preference order
+    (none for ``cuda`` where no GPU is usable)."""
     device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return []
     return [b for b in AUTO_PREFERENCE[op] if _why_unavailable(op, b, device) is None]
 
 
@@ -131,7 +135,12 @@ def resolve_backend(op: str, requested: str | None, device: torch.device) -> str
 @torch.compiler.assume_constant_result
 def _resolve(op: str, requested: str | None, device_type: str) -> str:
     device = torch.device(device_type)
-    name = requested if requested is not None else os.environ.get(ENV_VAR, "auto")
+    if requested is not None and not isinstance(requested, str):
+        raise TypeError(
+            f"backend= must be a string ({', '.join(BACKENDS)} or 'auto') or None, "
+            f"got {type(requested).__name__} {requested!r}"
+        )
+    name = requested if requested is not None else os.environ.get(ENV_VAR, "").strip() or "auto"
     name = name.strip().lower()
     if name == "auto":
         if device.type == "cpu":

@@ -1,5 +1,6 @@
 """Config presets (the spec's table), the shipped yml files and the original-style yml loader."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from attngan_fast.config import (
     load_config,
     preset,
 )
+from attngan_fast.errors import UsageError
 
 # The spec's section 1 table, written out independently of attngan_fast/config.py.
 SPEC = {
@@ -111,3 +113,31 @@ def test_missing_file_and_unknown_preset():
         load_config("no_such_config")
     with pytest.raises(ConfigError, match="flowers"):
         preset("flowers")
+
+
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"GAN": {"GF_DIM": 0}}, "GAN.GF_DIM"),
+        ({"GAN": {"DF_DIM": 100000}}, "GAN.DF_DIM"),
+        ({"TREE": {"BRANCH_NUM": 4}}, "TREE.BRANCH_NUM"),
+        ({"TRAIN": {"BATCH_SIZE": -1}}, "TRAIN.BATCH_SIZE"),
+        ({"TRAIN": {"MAX_EPOCH": 0}}, "TRAIN.MAX_EPOCH"),
+        ({"TRAIN": {"GENERATOR_LR": 0.0}}, "TRAIN.GENERATOR_LR"),
+        ({"TRAIN": {"SMOOTH": {"GAMMA1": float("nan")}}}, "TRAIN.SMOOTH.GAMMA1"),
+        ({"TEXT": {"EMBEDDING_DIM": 33}}, "TEXT.EMBEDDING_DIM"),
+        ({"TEXT": {"WORDS_NUM": 0}}, "TEXT.WORDS_NUM"),
+    ],
+)
+def test_values_out_of_range_name_the_key(values, key):
+    """Caught where the config is made, not as an error deep inside an op."""
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}' must be")) as exc:
+        config_from_dict(values)
+    assert isinstance(exc.value, UsageError)
+
+
+def test_out_of_range_in_a_yml_names_the_file(tmp_path):
+    path = tmp_path / "my.yml"
+    path.write_text("TRAIN:\n  BATCH_SIZE: 0\n")
+    with pytest.raises(ConfigError, match=re.escape(str(path)) + ".*TRAIN.BATCH_SIZE"):
+        load_config(path)

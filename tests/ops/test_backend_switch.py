@@ -43,3 +43,24 @@ def test_every_public_op_accepts_backend_torch():
     ops.word_attention(x.flatten(2), torch.randn(2, 4, 5), None, backend="torch")
     ops.damsm_loss(x, x[:, :, 0, 0], torch.randn(2, 4, 5), x[:, :, 0, 0], torch.tensor([5, 2]),
                    None, 4.0, 5.0, 10.0, backend="torch")  # fmt: skip
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is usable here")
+def test_no_backend_listed_for_cuda_without_a_gpu():
+    for op in _backend.OPS:
+        assert ops.available_backends(op, "cuda") == [], op
+        assert ops.available_backends(op, torch.device("cuda", 0)) == [], op
+
+
+def test_backend_of_another_type_is_a_type_error():
+    x = torch.randn(2, 3, 4)
+    with pytest.raises(TypeError, match="backend= must be a string.*got int 123"):
+        ops.word_attention(x, x, None, backend=123)
+
+
+def test_empty_environment_variable_means_automatic(monkeypatch):
+    x = torch.randn(2, 3, 4)
+    for value in ("", "  "):
+        monkeypatch.setenv(_backend.ENV_VAR, value)
+        assert _backend.resolve_backend("word_attention", None, torch.device("cpu")) == "torch"
+        ops.word_attention(x, x, None)
