@@ -12,6 +12,11 @@ Configuration: a preset (``--preset birds``), or ``--cfg file.yml`` in the origi
 then ``--set KEY=VALUE`` (original key names, e.g. ``--set TRAIN.SMOOTH.LAMBDA=5``) and the
 dedicated flags, which win.
 Multi-GPU: ``torchrun --nproc_per_node N -m attngan_fast.cli train ...``.
+
+Errors: every value is checked while the command line is parsed; a problem is one line on
+stderr (what is wrong, which flag or file, what to do), exit status 2 for a usage error (a bad
+flag, a missing input file, an output folder in use) and 1 for a failure while running (a damaged
+file, a diverged run). ``--debug`` (anywhere on the line) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -21,7 +26,18 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from attngan_fast.argtypes import SEED, device_name, float_in, int_in
+from attngan_fast.errors import AttnGanError, UsageError
+
 PROG = "attngan-fast"
+DEBUG_FLAG = "--debug"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -36,6 +52,8 @@ class _Formatter(argparse.HelpFormatter):
 
 
 DELEGATED = {"eval": "attngan_fast.eval.cli", "bench": "attngan_fast.bench.cli"}
+# SynthBirds bounds (make_synth_birds checks the same): images per split and their side in pixels.
+MAX_IMAGES, MIN_SIZE, MAX_SIZE = 100_000, 32, 1024
 
 
 def _add_config_args(p: argparse.ArgumentParser, default_preset: str) -> None:
@@ -72,35 +90,49 @@ def _add_run_args(p: argparse.ArgumentParser, out_default: str) -> None:
         ".txt of captions beside each; auto recognises them",
     )
     p.add_argument("--out", default=out_default, metavar="DIR", help="output folder")
-    p.add_argument("--epochs", type=int, help="epochs (default: TRAIN.MAX_EPOCH)")
-    p.add_argument("--steps", type=int, help="stop after this many steps (iterations)")
-    p.add_argument("--batch-size", type=int, help="per-process batch size (TRAIN.BATCH_SIZE)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="--out holds an earlier run: delete its files (only those) and start again",
+    )
+    p.add_argument("--epochs", type=int_in(1), help="epochs (default: TRAIN.MAX_EPOCH)")
+    p.add_argument("--steps", type=int_in(1), help="stop after this many steps (iterations)")
+    p.add_argument(
+        "--batch-size", type=int_in(1, 65536), help="per-process batch size (TRAIN.BATCH_SIZE)"
+    )
+    p.add_argument(
+        "--device", type=device_name, help="cpu, cuda or cuda:N (default: the GPU if there is one)"
+    )
     p.add_argument(
         "--precision",
         default="fp32",
         choices=["fp32", "bf16", "fp16"],
         help="fp32, or autocast mixed precision (fp16 uses a gradient scaler; GPU only)",
     )
-    p.add_argument("--workers", type=int, default=0, help="data loading processes")
-    p.add_argument("--seed", type=int, default=100, help="random seed (same seed, same run)")
+    p.add_argument("--workers", type=int_in(0, 256), default=0, help="data loading processes")
+    p.add_argument("--seed", type=SEED, default=100, help="random seed (same seed, same run)")
     p.add_argument(
         "--original-damsm-loop",
         action="store_true",
         help="compute the DAMSM loss with the original per-caption Python loop (slow baseline)",
     )
-    p.add_argument("--log-every", type=int, default=10, help="steps between metrics records")
+    p.add_argument("--log-every", type=int_in(1), default=10, help="steps between metrics records")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="AttnGAN text-to-image training and generation, with fused kernels.\n\n"
         "New here? Run `attngan-fast demo`: it makes a small synthetic bird dataset, trains "
         "the\ntext/image encoders and a small AttnGAN, and writes pictures under runs/demo.\n"
         "`attngan-fast COMMAND --help` explains each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        DEBUG_FLAG,
+        action="store_true",
+        help="show the full traceback of an error (also accepted after the command)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -113,11 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     p.add_argument("out", metavar="DIR", help="output folder (plays the part of CUB's birds/)")
-    p.add_argument("--train", type=int, default=2000, help="training images")
-    p.add_argument("--test", type=int, default=500, help="test images")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing SynthBirds")
+    p.add_argument("--train", type=int_in(1, MAX_IMAGES), default=2000, help="training images")
+    p.add_argument("--test", type=int_in(0, MAX_IMAGES), default=500, help="test images")
+    p.add_argument(
+        "--size", type=int_in(MIN_SIZE, MAX_SIZE), default=256, help="image side in pixels"
+    )
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a SynthBirds made here before (only the files it wrote are deleted; a "
+        "folder it did not make is refused)",
+    )
     p.set_defaults(func=_cmd_synth_data)
 
     p = sub.add_parser(
@@ -142,9 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="torchvision inception_v3 ImageNet state dict (local file; nothing is downloaded)",
     )
-    p.add_argument("--small-size", type=int, default=64, help="input size of the small encoder")
-    p.add_argument("--small-ndf", type=int, default=64, help="base channels of the small encoder")
-    p.add_argument("--lr", type=float, help="encoder learning rate (TRAIN.ENCODER_LR)")
+    p.add_argument(
+        "--small-size",
+        type=int_in(16, 1024, multiple_of=16),
+        default=64,
+        help="input size of the small encoder",
+    )
+    p.add_argument(
+        "--small-ndf", type=int_in(1, 1024), default=64, help="base channels of the small encoder"
+    )
+    p.add_argument(
+        "--lr", type=float_in(0.0, low_open=True), help="encoder learning rate (TRAIN.ENCODER_LR)"
+    )
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser(
@@ -165,13 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
         "image_encoder<E>.pth beside it unless --image-encoder is given",
     )
     p.add_argument("--image-encoder", metavar="FILE", help="pretrained image_encoder<E>.pth")
-    p.add_argument("--branches", type=int, help="generator stages, 1-3 (TREE.BRANCH_NUM)")
-    p.add_argument("--ngf", type=int, help="generator width (GAN.GF_DIM)")
-    p.add_argument("--ndf", type=int, help="discriminator width (GAN.DF_DIM)")
-    p.add_argument("--lr", type=float, help="G and D learning rate")
-    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
-    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
-    p.add_argument("--sample-every", type=int, default=500, help="steps between sample grids")
+    p.add_argument("--branches", type=int_in(1, 3), help="generator stages, 1-3 (TREE.BRANCH_NUM)")
+    p.add_argument("--ngf", type=int_in(1, 1024), help="generator width (GAN.GF_DIM)")
+    p.add_argument("--ndf", type=int_in(1, 1024), help="discriminator width (GAN.DF_DIM)")
+    p.add_argument("--lr", type=float_in(0.0, low_open=True), help="G and D learning rate")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint.pt (same model options; a new "
+        "--lr, --ema-decay, --steps ... applies from there and is printed)",
+    )
+    p.add_argument(
+        "--checkpoint-every", type=int_in(1), default=1000, help="steps between checkpoints"
+    )
+    p.add_argument(
+        "--sample-every",
+        type=int_in(0),
+        default=500,
+        help="steps between sample grids (0: none)",
+    )
     p.add_argument(
         "--sample-caption",
         dest="sample_captions",
@@ -180,7 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TEXT",
         help="caption for the sample grids (repeatable; default: a few from the dataset)",
     )
-    p.add_argument("--ema-decay", type=float, default=0.999, help="G's weight averaging")
+    p.add_argument(
+        "--ema-decay",
+        type=float_in(0.0, 1.0, high_open=True),
+        default=0.999,
+        help="G's weight averaging, in [0, 1)",
+    )
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm in the Ds (multi-GPU)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument(
@@ -205,9 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", metavar="FILE", help="vocab.json written by training")
     p.add_argument("--captions-pickle", metavar="FILE", help="captions.pickle of the dataset")
     p.add_argument("--out", default="generated", metavar="DIR", help="output folder")
-    p.add_argument("--samples", type=int, default=1, help="images per caption")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--samples", type=int_in(1, 1000), default=1, help="images per caption")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:N")
     p.add_argument("--no-attention", action="store_true", help="skip the attention figures")
     p.add_argument("--legacy-mask", action="store_true", help="original checkpoints' mask bug")
     p.set_defaults(func=_cmd_generate)
@@ -230,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tiny", action="store_true", help="same as --size tiny (seconds; a smoke test)"
     )
-    p.add_argument("--device", help="cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
@@ -281,6 +346,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             precision=args.precision, seed=args.seed, max_epochs=args.epochs,
             max_steps=args.steps, workers=args.workers, log_every=args.log_every,
             original_damsm_loop=args.original_damsm_loop, progress=not args.no_progress,
+            overwrite=args.overwrite,
         ),
     )  # fmt: skip
     print(f"encoders: {text} and {image}")
@@ -309,7 +375,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             sample_captions=args.sample_captions, workers=args.workers, resume=args.resume,
             sync_bn=args.sync_bn, channels_last=args.channels_last,
             original_damsm_loop=args.original_damsm_loop, legacy_mask=args.legacy_mask,
-            ema_decay=args.ema_decay, progress=not args.no_progress,
+            ema_decay=args.ema_decay, progress=not args.no_progress, overwrite=args.overwrite,
         ),
     )  # fmt: skip
     print(f"done: generator (EMA weights) in {files.netG}, samples in {files.samples}")
@@ -331,9 +397,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         vocab = load_vocab(vocab_file) if not args.captions_pickle else None
     else:
         if not (args.netG and args.text_encoder and (args.vocab or args.captions_pickle)):
-            raise SystemExit(
-                f"{PROG} generate: give --checkpoint DIR, or --netG, --text-encoder and "
-                "--vocab / --captions-pickle"
+            raise UsageError(
+                "give --checkpoint DIR, or --netG, --text-encoder and --vocab / --captions-pickle"
             )
         netG, text = args.netG, args.text_encoder
         vocab = load_vocab(args.vocab) if args.vocab else None
@@ -394,13 +459,52 @@ def _cuda() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``attngan-fast``; returns the exit status."""
+    """Entry point of ``attngan-fast``; returns the exit status (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:
-        return delegate(argv[0], argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    debug = DEBUG_FLAG in argv
+    argv = [a for a in argv if a != DEBUG_FLAG]
+    where = f"{PROG} {argv[0]}" if argv and not argv[0].startswith("-") else PROG
+    try:
+        if argv and argv[0] in DELEGATED:
+            return delegate(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except (Exception, KeyboardInterrupt) as exc:
+        if debug:
+            raise
+        code, message = describe_error(exc)
+        print(f"{where}: error: {message}", file=sys.stderr)
+        return code
+
+
+def describe_error(exc: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) of an error that stopped a command.
+
+    The library's own errors (AttnGanError) carry their status; a missing or existing path is a
+    usage error (2); anything else is a failure while running (1), and an exception that no
+    check of this library raised says so and points at ``--debug``.
+    """
+    code, text = _classify(exc)
+    return code, " ".join(text.split()) or type(exc).__name__
+
+
+def _classify(exc: BaseException) -> tuple[int, str]:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(exc, AttnGanError):
+        return exc.exit_code, text
+    backend = sys.modules.get("attngan_fast.ops._backend")
+    if backend is not None and isinstance(exc, backend.BackendUnavailableError):
+        return 2, f"{text} (set {backend.ENV_VAR} to another backend, or unset it)"
+    if isinstance(exc, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)):
+        return 2, text
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return 1, f"out of memory ({text.splitlines()[0]}): try a smaller --batch-size"
+    if isinstance(exc, (OSError, ValueError, KeyError)):
+        return 1, text
+    return 1, f"{type(exc).__name__}: {text} (unexpected; {DEBUG_FLAG} shows the traceback)"
 
 
 if __name__ == "__main__":

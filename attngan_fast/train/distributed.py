@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from attngan_fast.errors import UsageError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -38,10 +40,15 @@ def pick_device(requested: str | None, local_rank: int = 0) -> torch.device:
     """``requested`` (``cpu``, ``cuda``, ``cuda:1``), else the local GPU if any, else the CPU."""
     if requested in (None, "", "auto"):
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise UsageError(f"--device {requested!r} is not a device: use cpu, cuda, cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {requested!r} asked for, but no CUDA GPU is available")
+            raise UsageError(
+                f"--device {requested!r} asked for, but no CUDA GPU is usable: use --device cpu"
+            )
         if device.index is None:
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

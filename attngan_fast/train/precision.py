@@ -15,16 +15,18 @@ from collections.abc import Iterator
 
 import torch
 
+from attngan_fast.errors import UsageError
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check_precision(precision: str, device: torch.device) -> None:
-    """Raise ValueError for an unknown precision or fp16 on a device without fp16 autocast."""
+    """Raise UsageError for an unknown precision or fp16 on a device without fp16 autocast."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError(
+        raise UsageError(
             "fp16 mixed precision needs a CUDA GPU (on CPU use --precision bf16 or fp32)"
         )
 

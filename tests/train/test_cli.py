@@ -81,5 +81,15 @@ def test_synth_data_command(tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "b" / "train" / "filenames.pickle").is_file()
-    with pytest.raises(FileExistsError):
-        cli.main(["synth-data", str(tmp_path / "b"), "--train", "4", "--test", "2"])
+    capsys.readouterr()
+    assert cli.main(["synth-data", str(tmp_path / "b"), "--train", "4", "--test", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+
+
+def test_synth_data_bounds_are_the_library_ones():
+    from attngan_fast.data import synth_birds
+
+    assert (cli.MAX_IMAGES, cli.MIN_SIZE, cli.MAX_SIZE) == (
+        synth_birds.MAX_IMAGES, synth_birds.MIN_SIZE, synth_birds.MAX_SIZE,
+    )  # fmt: skip
