@@ -17,7 +17,6 @@ caption's position and the sample index.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attngan_fast.data._io import read_json
 from attngan_fast.data.captions import load_captions_pickle
 from attngan_fast.data.vocab import Vocabulary
 from attngan_fast.errors import FileFormatError, UsageError
@@ -380,7 +380,8 @@ def resolve_generation_files(
     legacy = False
     run_json = model_dir.parent / "run.json"
     if run_json.is_file():
-        legacy = bool(json.loads(run_json.read_text(encoding="utf-8")).get("legacy_mask", False))
+        info = read_json(run_json, "run.json (written by training) records the run's options")
+        legacy = bool(info.get("legacy_mask", False)) if isinstance(info, dict) else False
     return GenerationFiles(netG, text, voc, legacy)
 
 

@@ -463,6 +463,8 @@ def _clear_previous(root: Path, overwrite: bool) -> None:
 def load_synth_attributes(root: str | Path) -> dict[str, Any]:
     """The ``attributes.json`` of a SynthBirds folder: key → attribute record (see module doc)."""
     path = Path(root) / ATTRIBUTES_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; SynthBirds writes it with make_synth_birds()")
-    return json.loads(path.read_text())["images"]
+    expects = "SynthBirds writes it with make_synth_birds()"
+    meta = read_json(path, expects)
+    if not isinstance(meta, dict) or not isinstance(meta.get("images"), dict):
+        raise FileFormatError(f"{path}: no 'images' records; {expects}")
+    return meta["images"]

@@ -126,7 +126,10 @@ def load_encoders(
     image_state = _load_state(image_path, IMAGE_ENCODER)
     _expect_kind(text_path, text_state, TEXT_ENCODER)
     _expect_kind(image_path, image_state, IMAGE_ENCODER)
-    spec = infer_spec(text_state, image_state, text_path.parent / META_FILE)
+    try:
+        spec = infer_spec(text_state, image_state, text_path.parent / META_FILE)
+    except KeyError as exc:  # a state dict of the right kind with keys missing
+        raise FileFormatError(f"{text_path} / {image_path}: no {exc} key; damaged?") from None
     text, image = build_text_encoder(spec), build_image_encoder(spec)
     for module, state, path, what in (
         (text, text_state, text_path, TEXT_ENCODER),

@@ -67,3 +67,19 @@ def test_bad_vocabulary_json(tmp_path):
         path.write_bytes(data)
         with _named(path, reason):
             load_vocab(path)
+
+
+def test_bad_run_and_attribute_json_are_named(tmp_path):
+    from attngan_fast.data.synth_birds import load_synth_attributes
+    from attngan_fast.generate import resolve_generation_files
+
+    run = tmp_path / "run"
+    (run / "Model").mkdir(parents=True)
+    for name in ("Model/netG.pth", "Model/text_encoder.pth", "vocab.json"):
+        (run / name).write_bytes(b"")
+    (run / "run.json").write_text('{"legacy_mask": tru')
+    with _named(run / "run.json", "not a JSON file"):
+        resolve_generation_files(run)
+    (tmp_path / "attributes.json").write_text("[1, 2]")
+    with _named(tmp_path / "attributes.json", "no 'images' records"):
+        load_synth_attributes(tmp_path)
