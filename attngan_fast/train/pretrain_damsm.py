@@ -214,18 +214,22 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
                 values = dict(zip(["loss", *terms], torch.stack([loss, *terms.values()]).tolist()))
                 if not all_ranks_agree(all(map(math.isfinite, values.values())), info):
                     raise NonFiniteLossError(
-                        f"non-finite DAMSM loss at step {step} (epoch {epoch}): {values}; the "
-                        f"encoder files already written in {out} are kept"
+                        f"non-finite DAMSM loss at step {step} (epoch {epoch}): {values}; "
+                        f"{_kept_encoders(paths, out)}"
                     )
                 if step % opts.log_every == 0 or step == total:
                     logger.log(step, epoch, {**values, "lr": lr})
                 if step >= total:
                     break
             last = step >= total or epoch == max_epochs - 1
-            if info.is_main and (epoch % cfg.TRAIN.SNAPSHOT_INTERVAL == 0 or last):
-                _check_encoders_finite(text_encoder, image_encoder, step, out)
-                paths = save_encoders(out, epoch, unwrap(text_ddp), unwrap(image_ddp), spec)
-                logger.write(f"saved {paths[0]} and {paths[1]}")
+            if epoch % cfg.TRAIN.SNAPSHOT_INTERVAL == 0 or last:
+                # every rank: the weights are the same, so is the verdict
+                _check_encoders_finite(
+                    text_encoder, image_encoder, step, _kept_encoders(paths, out)
+                )
+                if info.is_main:
+                    paths = save_encoders(out, epoch, unwrap(text_ddp), unwrap(image_ddp), spec)
+                    logger.write(f"saved {paths[0]} and {paths[1]}")
             if lr > cfg.TRAIN.ENCODER_LR / 10.0:
                 lr *= 0.98
             if last:
@@ -235,7 +239,14 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
     return paths if paths is not None else (out / "text_encoder.pth", out / "image_encoder.pth")
 
 
-def _check_encoders_finite(text: nn.Module, image: nn.Module, step: int, out: Path) -> None:
+def _kept_encoders(paths: tuple[Path, Path] | None, out: Path) -> str:
+    """What a stopped pretraining leaves: the last encoder files it wrote, or none."""
+    if paths is None:
+        return f"no encoder file was written in {out} yet"
+    return f"the last good encoders are {paths[0]} and {paths[1]}"
+
+
+def _check_encoders_finite(text: nn.Module, image: nn.Module, step: int, kept: str) -> None:
     """Raise NonFiniteWeightsError (nothing saved) if an encoder weight is NaN or infinite."""
     tensors = {f"text encoder {k}": v for k, v in text.state_dict().items()}
     tensors.update({f"image encoder {k}": v for k, v in image.state_dict().items()})
@@ -243,7 +254,7 @@ def _check_encoders_finite(text: nn.Module, image: nn.Module, step: int, out: Pa
     if bad is not None:
         raise NonFiniteWeightsError(
             f"non-finite weights at step {step}: {bad} holds NaN or inf, so it was not saved; "
-            f"the encoder files already in {out} are kept. Try a lower --lr or --precision fp32"
+            f"{kept}. Try a lower --lr or --precision fp32"
         )
 
 

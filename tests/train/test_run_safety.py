@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -152,3 +153,19 @@ def test_nothing_to_train_is_refused(tmp_path, synth_root, damsm_files):
     for bad in ({"log_every": 0}, {"checkpoint_every": 0}, {"ema_decay": 1.0}):
         with pytest.raises(UsageError, match="must be"):
             train_gan(tiny_gan_cfg(), _opts(tmp_path / "new", synth_root, damsm_files, **bad))
+
+
+def test_damsm_non_finite_loss_names_only_files_that_exist(tmp_path, synth_root, monkeypatch):
+    module = sys.modules["attngan_fast.train.pretrain_damsm"]
+    real_loss = module.damsm_total_loss
+
+    def loss(*args):
+        total, terms = real_loss(*args)
+        return total * math.nan, terms
+
+    monkeypatch.setattr(module, "damsm_total_loss", loss)
+    opts = PretrainOptions(out_dir=tmp_path, data_dir=synth_root, image_encoder="small",
+                           small_ndf=4, small_size=32, max_steps=2, progress=False)  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match=r"step 1 .*no encoder file was written") as exc:
+        pretrain_damsm(tiny_damsm_cfg(), opts)
+    assert ".pth" not in str(exc.value) and not list(tmp_path.glob("*.pth"))
