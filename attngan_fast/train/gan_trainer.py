@@ -337,6 +337,18 @@ def check_minimums(opts: Any, minimums: tuple[tuple[str, str, int], ...]) -> Non
             raise UsageError(f"{flag} must be >= {low}, got {value}")
 
 
+def full_batches(n_images: int, batch_size: int, info: DistInfo, data_dir: Any) -> int:
+    """Steps in an epoch of ``n_images`` (this process's share); a batch larger than that is a
+    UsageError (the run would end at step 0)."""
+    if n_images < batch_size:
+        per = f" per process ({info.world_size} processes)" if info.world_size > 1 else ""
+        raise UsageError(
+            f"--batch-size {batch_size} is larger than the {n_images} training images{per} of "
+            f"{data_dir}: use --batch-size {n_images} or less"
+        )
+    return n_images // batch_size
+
+
 def check_options(opts: GanTrainOptions) -> None:
     """Raise UsageError naming the first option out of its range."""
     check_minimums(
@@ -391,13 +403,7 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
         len(dataset), seed=opts.seed, rank=info.rank, world_size=info.world_size
     )
     batch_size = cfg.TRAIN.BATCH_SIZE
-    steps_per_epoch = len(sampler) // batch_size
-    if steps_per_epoch == 0:
-        per = f" per process ({info.world_size} processes)" if info.world_size > 1 else ""
-        raise UsageError(
-            f"--batch-size {batch_size} is larger than the {len(sampler)} training images"
-            f"{per} of {opts.data_dir}: use --batch-size {len(sampler)} or less"
-        )
+    steps_per_epoch = full_batches(len(sampler), batch_size, info, opts.data_dir)
     epoch = 0
     if opts.resume and files.checkpoint.is_file():
         epoch = _resume(state, sampler, cfg, opts, files)

@@ -46,6 +46,7 @@ from attngan_fast.train.gan_trainer import (
     NonFiniteLossError,
     NonFiniteWeightsError,
     check_minimums,
+    full_batches,
     seed_everything,
 )
 from attngan_fast.train.precision import autocast, check_precision, make_scaler
@@ -172,13 +173,7 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
     )
     batch_size = cfg.TRAIN.BATCH_SIZE
     max_epochs = opts.max_epochs if opts.max_epochs is not None else cfg.TRAIN.MAX_EPOCH
-    steps_per_epoch = len(sampler) // batch_size
-    if steps_per_epoch == 0:
-        per = f" per process ({info.world_size} processes)" if info.world_size > 1 else ""
-        raise UsageError(
-            f"--batch-size {batch_size} is larger than the {len(sampler)} training images"
-            f"{per} of {opts.data_dir}: use --batch-size {len(sampler)} or less"
-        )
+    steps_per_epoch = full_batches(len(sampler), batch_size, info, opts.data_dir)
     total = max_epochs * steps_per_epoch
     if opts.max_steps is not None:
         total = min(total, opts.max_steps)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import random
 import re
 import shutil
 
 import numpy as np
 import pytest
 from data_fakes import py2_pickle
+from fuzz import mutations
 
 from attngan_fast.data._io import load_pickle
 from attngan_fast.data.captions import load_captions_pickle
@@ -119,23 +119,6 @@ def test_wrong_content_is_named(cub_tree):
         load_captions_pickle(captions)
 
 
-def _mutations(good: bytes, count: int, seed: int):
-    """``count`` damaged variants of ``good``: random bytes, bit flips, truncations, in turn."""
-    rng = random.Random(seed)
-    for i in range(count):
-        kind = i % 3
-        if kind == 0:
-            yield bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 300)))
-        elif kind == 1:
-            data = bytearray(good)
-            for _ in range(rng.randrange(1, 6)):
-                j = rng.randrange(len(data))
-                data[j] ^= 1 << rng.randrange(8)
-            yield bytes(data)
-        else:
-            yield good[: rng.randrange(len(good))]
-
-
 def test_loader_fuzz(cub_tree, tmp_path):
     """A few hundred damaged pickles per loader: each loads, or raises one FileFormatError naming
     the file (never MemoryError, OverflowError, TypeError ... from inside)."""
@@ -152,7 +135,7 @@ def test_loader_fuzz(cub_tree, tmp_path):
         shutil.rmtree(root, ignore_errors=True)
         path = root / rel
         path.parent.mkdir(parents=True)
-        for data in _mutations(good, 150, seed=17):
+        for data in mutations(good, 150, seed=17):
             path.write_bytes(data)
             try:
                 load(path)

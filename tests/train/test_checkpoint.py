@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from fuzz import mutations
 
 from attngan_fast.errors import FileFormatError
 from attngan_fast.train import checkpoint as ckpt
@@ -132,21 +133,6 @@ def test_training_checkpoints_load_weights_only(tmp_path):
     ckpt.set_rng_state(back["rng"][0])
 
 
-def _mutations(good: bytes, count: int, seed: int):
-    rng = random.Random(seed)
-    for i in range(count):
-        if i % 3 == 0:
-            yield bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 2000)))
-        elif i % 3 == 1:
-            data = bytearray(good)
-            for _ in range(rng.randrange(1, 8)):
-                j = rng.randrange(len(data))
-                data[j] ^= 1 << rng.randrange(8)
-            yield bytes(data)
-        else:
-            yield good[: rng.randrange(len(good))]
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_checkpoint_loader_fuzz(tmp_path):
     """Damaged checkpoints (random bytes, bit flips, truncations; fixed seed): each loads or is one
@@ -156,7 +142,7 @@ def test_checkpoint_loader_fuzz(tmp_path):
     good = ckpt.save_atomic(payload, tmp_path / "good.pt").read_bytes()
     path = tmp_path / "checkpoint.pt"
     outcomes = {"loaded": 0, "refused": 0}
-    for data in _mutations(good, 210, seed=5):
+    for data in mutations(good, 210, seed=5, max_random=2000):
         path.write_bytes(data)
         try:
             ckpt.load(path)

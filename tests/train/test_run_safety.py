@@ -8,13 +8,12 @@ import sys
 
 import pytest
 import torch
-from train_helpers import tiny_damsm_cfg, tiny_gan_cfg
+from train_helpers import gan_opts, tiny_damsm_cfg, tiny_gan_cfg
 
 from attngan_fast.errors import OutputExistsError, UsageError
 from attngan_fast.train import checkpoint as ckpt
 from attngan_fast.train import gan_trainer
 from attngan_fast.train.gan_trainer import (
-    GanTrainOptions,
     NonFiniteLossError,
     NonFiniteWeightsError,
     train_gan,
@@ -22,31 +21,23 @@ from attngan_fast.train.gan_trainer import (
 from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
 
 
-def _opts(out, synth_root, damsm_files, **kw):
-    base = dict(
-        out_dir=out, data_dir=synth_root, text_encoder=damsm_files[0], device="cpu",
-        checkpoint_every=1000, sample_every=0, log_every=1, progress=False, seed=3,
-    )  # fmt: skip
-    return GanTrainOptions(**{**base, **kw})
-
-
 def _steps(metrics):
     return [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
 
 
 def test_existing_run_is_refused_or_overwritten(tmp_path, synth_root, damsm_files):
-    files = train_gan(tiny_gan_cfg(), _opts(tmp_path, synth_root, damsm_files, max_steps=2))
+    files = train_gan(tiny_gan_cfg(), gan_opts(tmp_path, synth_root, damsm_files, max_steps=2))
     before = files.checkpoint.read_bytes()
     (tmp_path / "notes.txt").write_text("mine")
     (files.model_dir / "mine.pth").write_bytes(b"mine")
     (files.model_dir / "netG_epoch_7.pth").write_bytes(b"an earlier run's snapshot")
     with pytest.raises(OutputExistsError, match="--resume to continue it, --overwrite"):
-        train_gan(tiny_gan_cfg(), _opts(tmp_path, synth_root, damsm_files, max_steps=1))
+        train_gan(tiny_gan_cfg(), gan_opts(tmp_path, synth_root, damsm_files, max_steps=1))
     with pytest.raises(UsageError, match="give one of them"):
-        opts = _opts(tmp_path, synth_root, damsm_files, resume=True, overwrite=True)
+        opts = gan_opts(tmp_path, synth_root, damsm_files, resume=True, overwrite=True)
         train_gan(tiny_gan_cfg(), opts)
     assert files.checkpoint.read_bytes() == before and _steps(files.metrics) == [1, 2]
-    opts = _opts(tmp_path, synth_root, damsm_files, max_steps=1, overwrite=True)
+    opts = gan_opts(tmp_path, synth_root, damsm_files, max_steps=1, overwrite=True)
     train_gan(tiny_gan_cfg(), opts)
     assert ckpt.load(files.checkpoint)["step"] == 1 and _steps(files.metrics) == [1]
     assert not (files.model_dir / "netG_epoch_7.pth").exists()
@@ -81,7 +72,7 @@ def test_nan_weights_with_finite_losses_are_never_saved(
         return logs
 
     monkeypatch.setattr(gan_trainer, "gan_train_step", step)
-    opts = _opts(tmp_path, synth_root, damsm_files, max_steps=6, checkpoint_every=2)
+    opts = gan_opts(tmp_path, synth_root, damsm_files, max_steps=6, checkpoint_every=2)
     with pytest.raises(NonFiniteWeightsError, match=r"step 4: G .*NaN.*checkpoint\.pt \(step 2\)"):
         train_gan(tiny_gan_cfg(), opts)
     saved = ckpt.load(tmp_path / "checkpoint.pt")
@@ -103,18 +94,18 @@ def test_non_finite_loss_before_any_checkpoint_names_none(
 
     monkeypatch.setattr(gan_trainer, "gan_train_step", step)
     with pytest.raises(NonFiniteLossError, match="step 1 .*no checkpoint was written") as exc:
-        train_gan(tiny_gan_cfg(), _opts(tmp_path, synth_root, damsm_files, max_steps=6))
+        train_gan(tiny_gan_cfg(), gan_opts(tmp_path, synth_root, damsm_files, max_steps=6))
     assert "checkpoint.pt" not in str(exc.value)
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_resume_truncates_metrics_and_cleans_killed_saves(tmp_path, synth_root, damsm_files):
-    files = train_gan(tiny_gan_cfg(), _opts(tmp_path, synth_root, damsm_files, max_steps=3))
+    files = train_gan(tiny_gan_cfg(), gan_opts(tmp_path, synth_root, damsm_files, max_steps=3))
     with files.metrics.open("a") as f:  # what a run killed after its checkpoint logged
         f.write(json.dumps({"step": 4, "epoch": 0}) + "\n" + '{"step": 5, "ep')
     stale = tmp_path / ".checkpoint.pt.x1y2z3.tmp"
     stale.write_bytes(b"half a checkpoint")
-    opts = _opts(tmp_path, synth_root, damsm_files, max_steps=5, resume=True)
+    opts = gan_opts(tmp_path, synth_root, damsm_files, max_steps=5, resume=True)
     train_gan(tiny_gan_cfg(), opts)
     assert _steps(files.metrics) == [1, 2, 3, 4, 5]
     assert not stale.exists()
@@ -123,9 +114,9 @@ def test_resume_truncates_metrics_and_cleans_killed_saves(tmp_path, synth_root, 
 def test_resume_applies_new_settings_and_refuses_another_model(
     tmp_path, synth_root, damsm_files, capsys
 ):
-    files = train_gan(tiny_gan_cfg(), _opts(tmp_path, synth_root, damsm_files, max_steps=2))
+    files = train_gan(tiny_gan_cfg(), gan_opts(tmp_path, synth_root, damsm_files, max_steps=2))
     cfg = tiny_gan_cfg(GENERATOR_LR=1e-4, DISCRIMINATOR_LR=5e-5)
-    opts = _opts(tmp_path, synth_root, damsm_files, max_steps=3, resume=True, ema_decay=0.9)
+    opts = gan_opts(tmp_path, synth_root, damsm_files, max_steps=3, resume=True, ema_decay=0.9)
     train_gan(cfg, opts)
     out = capsys.readouterr().out
     assert "TRAIN.GENERATOR_LR (--lr): 0.0002 -> 0.0001" in out
@@ -137,7 +128,7 @@ def test_resume_applies_new_settings_and_refuses_another_model(
     before = files.checkpoint.read_bytes()
     wider = tiny_gan_cfg()
     wider.GAN.GF_DIM = 4
-    opts = _opts(tmp_path, synth_root, damsm_files, max_steps=5, resume=True)
+    opts = gan_opts(tmp_path, synth_root, damsm_files, max_steps=5, resume=True)
     with pytest.raises(UsageError, match=r"another model \(GAN.GF_DIM \(--ngf\) 2 there, 4 now"):
         train_gan(wider, opts)
     assert files.checkpoint.read_bytes() == before
@@ -145,14 +136,14 @@ def test_resume_applies_new_settings_and_refuses_another_model(
 
 def test_nothing_to_train_is_refused(tmp_path, synth_root, damsm_files):
     with pytest.raises(UsageError, match="--batch-size 32 is larger than the 24 training images"):
-        train_gan(tiny_gan_cfg(BATCH_SIZE=32), _opts(tmp_path, synth_root, damsm_files))
-    train_gan(tiny_gan_cfg(), _opts(tmp_path, synth_root, damsm_files, max_steps=2))
+        train_gan(tiny_gan_cfg(BATCH_SIZE=32), gan_opts(tmp_path, synth_root, damsm_files))
+    train_gan(tiny_gan_cfg(), gan_opts(tmp_path, synth_root, damsm_files, max_steps=2))
     with pytest.raises(UsageError, match="already at step 2"):
-        opts = _opts(tmp_path, synth_root, damsm_files, max_steps=2, resume=True)
+        opts = gan_opts(tmp_path, synth_root, damsm_files, max_steps=2, resume=True)
         train_gan(tiny_gan_cfg(), opts)
     for bad in ({"log_every": 0}, {"checkpoint_every": 0}, {"ema_decay": 1.0}):
         with pytest.raises(UsageError, match="must be"):
-            train_gan(tiny_gan_cfg(), _opts(tmp_path / "new", synth_root, damsm_files, **bad))
+            train_gan(tiny_gan_cfg(), gan_opts(tmp_path / "new", synth_root, damsm_files, **bad))
 
 
 def test_damsm_non_finite_loss_names_only_files_that_exist(tmp_path, synth_root, monkeypatch):

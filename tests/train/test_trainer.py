@@ -10,13 +10,13 @@ import sys
 
 import pytest
 import torch
-from train_helpers import tiny_gan_cfg
+from train_helpers import gan_opts, tiny_gan_cfg
 
 from attngan_fast.models import RNN_ENCODER, SmallImageEncoder
 from attngan_fast.train import checkpoint as ckpt
 from attngan_fast.train import gan_trainer
 from attngan_fast.train.encoders import load_encoders
-from attngan_fast.train.gan_trainer import GanTrainOptions, NonFiniteLossError, train_gan
+from attngan_fast.train.gan_trainer import NonFiniteLossError, train_gan
 
 
 def test_pretrain_writes_original_format(damsm_files):
@@ -35,14 +35,6 @@ def test_pretrain_writes_original_format(damsm_files):
     assert len(metrics) == 4 and '"loss"' in metrics[0]
 
 
-def _opts(out, synth_root, damsm_files, **kw):
-    base = dict(
-        out_dir=out, data_dir=synth_root, text_encoder=damsm_files[0], device="cpu",
-        checkpoint_every=1000, sample_every=0, log_every=1, progress=False, seed=3,
-    )  # fmt: skip
-    return GanTrainOptions(**{**base, **kw})
-
-
 def _all_state(path):
     saved = ckpt.load(path)
     tensors = dict(saved["netG"])
@@ -59,8 +51,8 @@ def test_resume_is_bit_for_bit(tmp_path, synth_root, damsm_files):
     """7 steps straight == 3 steps, save, then a fresh process (`attngan-fast train --resume`)
     continues for 4 more, crossing an epoch boundary: every tensor of the state is identical."""
     cfg = tiny_gan_cfg()  # 24 images / batch 4 = 6 steps per epoch
-    straight = train_gan(cfg, _opts(tmp_path / "a", synth_root, damsm_files, max_steps=7))
-    first = train_gan(cfg, _opts(tmp_path / "b", synth_root, damsm_files, max_steps=3))
+    straight = train_gan(cfg, gan_opts(tmp_path / "a", synth_root, damsm_files, max_steps=7))
+    first = train_gan(cfg, gan_opts(tmp_path / "b", synth_root, damsm_files, max_steps=3))
     assert ckpt.load(first.checkpoint)["step"] == 3
     sets = [
         "TREE.BRANCH_NUM=2", "GAN.GF_DIM=2", "GAN.DF_DIM=2", "GAN.R_NUM=1",
@@ -97,7 +89,7 @@ def _losses(path):
 def test_run_files(tmp_path, synth_root, damsm_files):
     files = train_gan(
         tiny_gan_cfg(),
-        _opts(tmp_path, synth_root, damsm_files, max_steps=2, sample_every=2,
+        gan_opts(tmp_path, synth_root, damsm_files, max_steps=2, sample_every=2,
               sample_captions=["a bird with a red crown", "a blue bird"]),
     )  # fmt: skip
     for path in (files.checkpoint, files.netG, files.text_encoder, files.vocab, files.config):
@@ -121,7 +113,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, synth_root, damsm_
         return logs
 
     monkeypatch.setattr(gan_trainer, "gan_train_step", step)
-    opts = _opts(tmp_path, synth_root, damsm_files, max_steps=6, checkpoint_every=2)
+    opts = gan_opts(tmp_path, synth_root, damsm_files, max_steps=6, checkpoint_every=2)
     with pytest.raises(NonFiniteLossError, match=r"step 3 .*errD1 = nan"):
         train_gan(tiny_gan_cfg(), opts)
     saved = ckpt.load(tmp_path / "checkpoint.pt")
@@ -137,13 +129,13 @@ def test_vocabulary_mismatch_is_explained(tmp_path, synth_root, damsm_files):
     torch.save(text, bad)
     (bad.parent / "image_encoder0.pth").write_bytes(damsm_files[1].read_bytes())
     with pytest.raises(ValueError, match="different datasets"):
-        train_gan(tiny_gan_cfg(), _opts(tmp_path, synth_root, (bad, None), max_steps=1))
+        train_gan(tiny_gan_cfg(), gan_opts(tmp_path, synth_root, (bad, None), max_steps=1))
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_gpu_run_and_resume(tmp_path, synth_root, damsm_files, precision):
-    opts = _opts(tmp_path, synth_root, damsm_files, device="cuda", precision=precision)
+    opts = gan_opts(tmp_path, synth_root, damsm_files, device="cuda", precision=precision)
     opts.channels_last = True
     opts.max_steps = 3
     train_gan(tiny_gan_cfg(), opts)

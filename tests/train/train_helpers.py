@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from attngan_fast.config import config_from_dict, preset
+from attngan_fast.train.gan_trainer import GanTrainOptions
 
 
 def tiny_gan_cfg(**train):
@@ -26,3 +27,12 @@ def tiny_damsm_cfg():
         },
         preset("damsm_birds"),
     )
+
+
+def gan_opts(out, synth_root, damsm_files, **kw) -> GanTrainOptions:
+    """Options of a quiet CPU run on the tiny SynthBirds set (no samples, a record a step)."""
+    base = dict(
+        out_dir=out, data_dir=synth_root, text_encoder=damsm_files[0], device="cpu",
+        checkpoint_every=1000, sample_every=0, log_every=1, progress=False, seed=3,
+    )  # fmt: skip
+    return GanTrainOptions(**{**base, **kw})
