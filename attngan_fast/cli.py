@@ -5,7 +5,8 @@
     attngan-fast pretrain-damsm --data data/birds --image-encoder small
     attngan-fast train --data data/birds --text-encoder runs/damsm/text_encoder599.pth
     attngan-fast generate --checkpoint runs/attngan "this bird has a red belly and black wings"
-    attngan-fast eval ...                      # R-precision, attribute accuracy, IS / FID
+    attngan-fast eval ...                      # R-precision, attribute accuracy, IS / FID, t-SNE
+    attngan-fast serve runs/demo/gan           # DrawingBot: web page + HTTP API (serve extra)
     attngan-fast bench ...                     # speed measurements (attngan_fast.bench)
 
 Configuration: a preset (``--preset birds``), or ``--cfg file.yml`` in the original AttnGAN format,
@@ -35,7 +36,11 @@ class _Formatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-DELEGATED = {"eval": "attngan_fast.eval.cli", "bench": "attngan_fast.bench.cli"}
+DELEGATED = {
+    "eval": "attngan_fast.eval.cli",
+    "bench": "attngan_fast.bench.cli",
+    "serve": "attngan_fast.serve.cli",
+}
 
 
 def _add_config_args(p: argparse.ArgumentParser, default_preset: str) -> None:
@@ -244,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "bench", help="measure speed: ops, a training iteration, original vs fused", add_help=False
     )
+    sub.add_parser("serve", help="DrawingBot: web page and HTTP API (serve extra)", add_help=False)
     return parser
 
 
