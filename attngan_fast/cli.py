@@ -356,7 +356,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from attngan_fast.train.demo import demo_settings, run_demo
+    from attngan_fast.train.demo import demo_settings, run_demo, serve_command
 
     size = "tiny" if args.tiny else args.size
     outputs = run_demo(
@@ -374,6 +374,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
     print(f"pictures: {outputs['colours']} and {outputs['generated']}/; samples during "
           f"training: {outputs['gan']}/samples/")  # fmt: skip
+    print('type captions in a web page (needs pip install "attngan-fast[serve]"):\n    '
+          + serve_command(outputs["gan"]))  # fmt: skip
     return 0
 
 
