@@ -259,3 +259,15 @@ def test_the_page_and_its_files_load_from_this_server_only(client):
     for path in STATIC.iterdir():  # no address elsewhere (CDN, fonts, ...)
         text = path.read_text().replace('xmlns="http://www.w3.org/2000/svg"', "")
         assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", text), path.name
+
+
+@pytest.mark.gpu
+def test_generation_runs_on_the_gpu_with_the_fused_ops(tiny_run):
+    engine = DrawingEngine.from_checkpoint(tiny_run)  # default device: the GPU
+    info = engine.info()
+    assert info["device"].startswith("cuda") and info["attention_backend"] != "torch"
+    engine.warm_up()
+    with TestClient(create_app(engine)) as client:
+        a, b = _generate(client, seed=4, n=3).json(), _generate(client, seed=4, n=3).json()
+    assert a["device"].startswith("cuda") and a["stages"] == b["stages"]
+    assert [len(s["images_png"]) for s in a["stages"]] == [3, 3, 3]
