@@ -369,10 +369,24 @@ def build_parser() -> argparse.ArgumentParser:
         "points coloured by the colour the caption names for --attribute (<out>_<part>.png).",
     )
     common(p)
-    p.add_argument("--out", default="tsne.png", metavar="FILE.png", help="the grid figure")
-    p.add_argument("--n-images", type=int, default=400, help="images to generate and place")
-    p.add_argument("--thumb", type=int, default=64, help="thumbnail side in pixels")
-    p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity")
+    p.add_argument(
+        "--out",
+        default="tsne.png",
+        metavar="FILE.png",
+        help="the grid figure (default: %(default)s)",
+    )
+    p.add_argument(
+        "--n-images",
+        type=int,
+        default=400,
+        help="images to generate and place (default: %(default)s)",
+    )
+    p.add_argument(
+        "--thumb", type=int, default=64, help="thumbnail side in pixels (default: %(default)s)"
+    )
+    p.add_argument(
+        "--perplexity", type=float, default=30.0, help="t-SNE perplexity (default: %(default)s)"
+    )
     p.add_argument(
         "--features", default="image-encoder", choices=["image-encoder", "inception"],
         help="DAMSM image encoder's global code, or Inception-v3 pool3 (--inception-weights)",
@@ -381,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", metavar="FILE", help="Inception-v3 state dict")
     p.add_argument(
         "--attribute", default="body", choices=PARTS,
-        help="SynthBirds: colour the points by the colour the caption names for this part",
+        help="SynthBirds: colour the points by the colour the caption names for this part "
+        "(default: %(default)s)",
     )  # fmt: skip
     p.set_defaults(func=cmd_tsne)
     return parser

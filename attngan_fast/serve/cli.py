@@ -28,7 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a trained generator: a page at / (type a caption, see every stage "
         "and each word's attention) and a JSON API (POST /api/generate, GET /api/health). "
         "Binds 127.0.0.1 unless --host says otherwise.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "run_dir", nargs="?", metavar="RUN_DIR", help="output folder of `attngan-fast train`"
@@ -38,15 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--text-encoder", metavar="FILE", help="text_encoder*.pth (override)")
     parser.add_argument("--vocab", metavar="FILE", help="vocab.json or captions.pickle (override)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default: %(default)s)"
+    )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one)")
-    parser.add_argument("--max-n", type=int, default=8, help="images per request, at most")
+    parser.add_argument(
+        "--max-n", type=int, default=8, help="images per request, at most (default: %(default)s)"
+    )
     parser.add_argument(
         "--max-pending",
         type=int,
         default=4,
-        help="requests running or waiting at once; more are refused with 503",
+        help="requests running or waiting at once; more are refused with 503 (default: "
+        "%(default)s)",
     )
     parser.add_argument(
         "--max-words", type=int, help="caption words, at most (default: the run's TEXT.WORDS_NUM)"
