@@ -95,3 +95,20 @@ def test_tsne_without_the_extra_says_how_to_install_it(run, monkeypatch, capsys)
         main(["tsne", "--checkpoint", str(run[0])])
     assert exc.value.code == 2
     assert 'pip install "attngan-fast[tsne]"' in capsys.readouterr().err
+
+
+@pytest.mark.gpu  # Inception-v3 at 299 px: half a minute on 2 CPU cores
+def test_tsne_command_on_inception_features(run, capsys):
+    from attngan_fast.models.inception import Inception3
+
+    folder, tmp = run
+    weights = tmp / "inception_tsne.pth"
+    torch.save(Inception3(num_classes=10).state_dict(), weights)
+    out = tmp / "tsne_inception.png"
+    args = ["tsne", "--checkpoint", str(folder), "--n-images", "5", "--thumb", "8"]
+    args += ["--features", "inception", "--inception-weights", str(weights), "--out", str(out)]
+    args += ["--device", "cuda"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["features"] == "inception"
+    with Image.open(out) as image:
+        assert image.size == (3 * 8, 2 * 8)
