@@ -2,7 +2,7 @@
 
     attngan-fast serve runs/demo/gan                     # http://127.0.0.1:8000/
     attngan-fast serve --checkpoint netG_epoch_600.pth --text-encoder text_encoder200.pth \\
-        --vocab captions.pickle --port 8080
+        --vocab captions.pickle --legacy-mask --port 8080
 
 Needs the ``serve`` extra (``pip install "attngan-fast[serve]"``): FastAPI and uvicorn are
 imported only when the server starts, so ``--help`` works without them.
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--text-encoder", metavar="FILE", help="text_encoder*.pth (override)")
     parser.add_argument("--vocab", metavar="FILE", help="vocab.json or captions.pickle (override)")
+    parser.add_argument(
+        "--legacy-mask", action="store_true", help="the original checkpoints' mask bug"
+    )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
@@ -91,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = DrawingEngine.from_checkpoint(
             args.run_dir or args.checkpoint, args.text_encoder, args.vocab, args.device,
             max_n=args.max_n, max_pending=args.max_pending, max_words=args.max_words,
+            legacy_mask=args.legacy_mask,
         )  # fmt: skip
         engine.warm_up()
     except (FileNotFoundError, ValueError, KeyError) as exc:

@@ -117,15 +117,19 @@ class DrawingEngine:
         max_pending: int = ServeLimits.max_pending,
         max_words: int | None = None,
         max_chars: int = ServeLimits.max_chars,
+        legacy_mask: bool = False,
     ) -> DrawingEngine:
         """Load a training run's folder (or a netG file with ``text_encoder`` and ``vocab``), as
         ``attngan-fast generate --checkpoint`` does; device default: the GPU when there is one.
-        ``max_words`` default: the run's ``TEXT.WORDS_NUM`` (its config.yml), else 18."""
+        ``max_words`` default: the run's ``TEXT.WORDS_NUM`` (its config.yml), else 18.
+        ``legacy_mask``: the original's attention-mask bug, for the original's checkpoints (a
+        run that was trained with it says so in its run.json)."""
         files = resolve_generation_files(checkpoint, text_encoder, vocab)
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         models = load_generation_models(
-            files.netG, files.text_encoder, load_vocabulary(files.vocab), dev, files.legacy_mask
-        )
+            files.netG, files.text_encoder, load_vocabulary(files.vocab), dev,
+            legacy_mask or files.legacy_mask,
+        )  # fmt: skip
         if max_words is None:
             config = files.netG.parent.parent / "config.yml"
             max_words = load_config(config).TEXT.WORDS_NUM if config.is_file() else None

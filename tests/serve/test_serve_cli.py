@@ -57,3 +57,11 @@ def test_serve_is_listed_in_the_help(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "serve" in capsys.readouterr().out
+
+
+def test_legacy_mask_reaches_the_attention(tiny_run):
+    from attngan_fast.serve.engine import DrawingEngine
+
+    for legacy in (False, True):
+        engine = DrawingEngine.from_checkpoint(tiny_run, device="cpu", legacy_mask=legacy)
+        assert engine.models.netG.h_net2.att.legacy_mask is legacy
