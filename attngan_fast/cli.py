@@ -5,7 +5,8 @@
     attngan-fast pretrain-damsm --data data/birds --image-encoder small
     attngan-fast train --data data/birds --text-encoder runs/damsm/text_encoder599.pth
     attngan-fast generate --checkpoint runs/attngan "this bird has a red belly and black wings"
-    attngan-fast eval ...                      # R-precision, attribute accuracy, IS / FID
+    attngan-fast eval ...                      # R-precision, attribute accuracy, IS / FID, t-SNE
+    attngan-fast serve runs/demo/gan           # DrawingBot: web page + HTTP API (serve extra)
     attngan-fast bench ...                     # speed measurements (attngan_fast.bench)
 
 Configuration: a preset (``--preset birds``), or ``--cfg file.yml`` in the original AttnGAN format,
@@ -51,7 +52,11 @@ class _Formatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-DELEGATED = {"eval": "attngan_fast.eval.cli", "bench": "attngan_fast.bench.cli"}
+DELEGATED = {
+    "eval": "attngan_fast.eval.cli",
+    "bench": "attngan_fast.bench.cli",
+    "serve": "attngan_fast.serve.cli",
+}
 # SynthBirds bounds (make_synth_birds checks the same): images per split and their side in pixels.
 MAX_IMAGES, MIN_SIZE, MAX_SIZE = 100_000, 32, 1024
 
@@ -309,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "bench", help="measure speed: ops, a training iteration, original vs fused", add_help=False
     )
+    sub.add_parser("serve", help="DrawingBot: web page and HTTP API (serve extra)", add_help=False)
     return parser
 
 
@@ -415,7 +421,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from attngan_fast.train.demo import demo_settings, run_demo
+    from attngan_fast.train.demo import demo_settings, run_demo, serve_command
 
     size = "tiny" if args.tiny else args.size
     outputs = run_demo(
@@ -433,6 +439,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
     print(f"pictures: {outputs['colours']} and {outputs['generated']}/; samples during "
           f"training: {outputs['gan']}/samples/")  # fmt: skip
+    print('type captions in a web page (needs pip install "attngan-fast[serve]"):\n    '
+          + serve_command(outputs["gan"]))  # fmt: skip
     return 0
 
 

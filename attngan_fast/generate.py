@@ -152,26 +152,32 @@ class EncodedPrompt:
     unknown: list[str]
 
 
+def encode_prompt(vocab: Vocabulary, text: str) -> EncodedPrompt:
+    """Tokenise and encode one caption (unknown words left out and listed); raise ValueError for
+    a caption without any known word."""
+    enc = vocab.encode(text)
+    if not enc.ids:
+        detail = f"unknown words: {', '.join(enc.unknown)}" if enc.unknown else "no words"
+        raise ValueError(f"caption {text!r} has no word the model knows ({detail})")
+    return EncodedPrompt(text, enc.ids, [vocab.ixtoword[i] for i in enc.ids], enc.unknown)
+
+
 def encode_prompts(vocab: Vocabulary, captions: Sequence[str]) -> list[EncodedPrompt]:
-    """Tokenise and encode captions; warn (UnknownWordsWarning) listing each caption's unknown
-    words, raise ValueError for a caption without any known word."""
+    """``encode_prompt`` on each caption; warn (UnknownWordsWarning) listing each caption's
+    unknown words."""
     if not captions:
         raise ValueError("no caption given")
     prompts = []
     for text in captions:
-        enc = vocab.encode(text)
-        if not enc.ids:
-            detail = f"unknown words: {', '.join(enc.unknown)}" if enc.unknown else "no words"
-            raise ValueError(f"caption {text!r} has no word the model knows ({detail})")
-        if enc.unknown:
+        prompt = encode_prompt(vocab, text)
+        if prompt.unknown:
             warnings.warn(
-                f"caption {text!r}: {len(enc.unknown)} word(s) not in the model's vocabulary "
-                f"were left out: {', '.join(enc.unknown)}",
+                f"caption {text!r}: {len(prompt.unknown)} word(s) not in the model's vocabulary "
+                f"were left out: {', '.join(prompt.unknown)}",
                 UnknownWordsWarning,
                 stacklevel=2,
             )
-        words = [vocab.ixtoword[i] for i in enc.ids]
-        prompts.append(EncodedPrompt(text, enc.ids, words, enc.unknown))
+        prompts.append(prompt)
     return prompts
 
 

@@ -3,6 +3,7 @@
     attngan-fast eval r-precision --checkpoint runs/attngan --n-images 30000
     attngan-fast eval attributes --checkpoint runs/demo/gan --data data/synth_birds
     attngan-fast eval inception --checkpoint runs/attngan --inception-weights inception_v3.pth
+    attngan-fast eval tsne --checkpoint runs/demo/gan --out tsne.png   # the talk's t-SNE figure
 
 ``--checkpoint`` is a training run's folder (or its netG file); the dataset, config and DAMSM
 encoders it was trained with are read from its ``run.json`` / ``config.yml`` unless given. Results
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,88 @@ def cmd_inception(args: argparse.Namespace) -> None:
     )
 
 
+def _tsne_captions(args: argparse.Namespace, data: Path) -> tuple[list, list, list | None]:
+    """(captions as word indices, chosen indices, the named colour of ``args.attribute`` per
+    chosen caption or None when the dataset is not SynthBirds)."""
+    from attngan_fast.data.synth_birds import ATTRIBUTES_FILE, PALETTE, PARTS
+    from attngan_fast.eval.attribute_accuracy import load_caption_targets
+    from attngan_fast.eval.r_precision import caption_choice
+    from attngan_fast.train.data import load_dataset
+
+    dataset = load_dataset(data, _config(Path(args.checkpoint)), args.split, args.layout, False)
+    chosen = caption_choice(args.n_images, len(dataset), dataset.captions_per_image, args.seed)
+    if not (data / ATTRIBUTES_FILE).is_file():
+        return dataset.captions, chosen.tolist(), None
+    targets = load_caption_targets(data, args.split).targets[:, PARTS.index(args.attribute)]
+    if len(targets) != len(dataset.captions):
+        raise ValueError(f"{data}: attributes.json does not match the {args.split} captions")
+    names = [PALETTE[t] if t >= 0 else None for t in targets[chosen].tolist()]
+    return dataset.captions, chosen.tolist(), names
+
+
+def _tsne_embedder(
+    args: argparse.Namespace, info: dict[str, Any], models, device: str
+) -> Callable[[Tensor], Tensor]:
+    """images B x 3 x H x W in [-1, 1] -> features B x D (float32, CPU), as --features says."""
+    if args.features == "inception":
+        from attngan_fast.eval.inception_metrics import inception_outputs, load_inception
+
+        inception = load_inception(args.inception_weights, device)
+        return lambda images: inception_outputs(inception, [images]).pool3
+    from attngan_fast.eval.r_precision import encode_images
+
+    encoder = _image_encoder(args, info, models.text_encoder.state_dict()).to(device)
+    return lambda images: encode_images(encoder, [images])
+
+
+def cmd_tsne(args: argparse.Namespace) -> None:
+    from attngan_fast.data.synth_birds import COLOURS
+    from attngan_fast.eval import tsne
+    from attngan_fast.generate import batch_generate_fn
+
+    for module in ("sklearn.manifold", "scipy.optimize", "matplotlib.figure"):
+        try:
+            tsne.require(module)
+        except tsne.MissingExtraError as exc:
+            print(f"{PROG} tsne: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    if args.n_images < 4 or args.n_images > tsne.MAX_GRID_IMAGES:
+        raise ValueError(f"--n-images must be 4..{tsne.MAX_GRID_IMAGES}, got {args.n_images}")
+    if args.thumb < 8:
+        raise ValueError(f"--thumb must be >= 8 pixels, got {args.thumb}")
+    device = _device(args)
+    models, files = _models(args, device)
+    info = _run_info(Path(args.checkpoint))
+    embed = _tsne_embedder(args, info, models, device)
+    data = _data_dir(args, info)
+    captions, chosen, names = _tsne_captions(args, data)
+    features, thumbs = [], []
+    with torch.no_grad():
+        for images in _generated_batches(
+            batch_generate_fn(models, args.seed), captions, chosen, args.batch_size
+        ):
+            features.append(embed(images))
+            thumbs.append(tsne.thumbnails(images, args.thumb))
+    xy, kl = tsne.tsne_2d(torch.cat(features), args.perplexity, args.seed)
+    cols, rows = tsne.grid_shape(len(xy))
+    grid = tsne.thumbnail_grid(torch.cat(thumbs), tsne.grid_cells(xy, cols, rows), cols, rows)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out, format="PNG")
+    record = {
+        "grid_png": str(out), "grid": [cols, rows], "thumb": args.thumb,
+        "n_images": len(xy), "features": args.features, "kl_divergence": kl,
+        "netG": str(files.netG), "data": str(data), "split": args.split,
+    }  # fmt: skip
+    if names is not None:
+        plot = out.with_name(f"{out.stem}_{args.attribute}{out.suffix}")
+        title = f"t-SNE of {len(xy)} generated images: {args.attribute} colour named in the caption"
+        tsne.attribute_scatter(xy, names, COLOURS, title).savefig(plot, format="png")
+        record["attribute_png"] = str(plot)
+        record["attribute"] = args.attribute
+    _report(args, record)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -274,6 +357,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", type=int, default=10, help="IS splits")
     p.add_argument("--no-fid", action="store_true", help="Inception score only")
     p.set_defaults(func=cmd_inception)
+
+    from attngan_fast.data.synth_birds import PARTS
+
+    p = sub.add_parser(
+        "tsne",
+        help="the talk's figure: generated images on a grid by t-SNE of their features "
+        "(tsne extra)",
+        description="Generate --n-images images from the split's captions, embed them (DAMSM "
+        "image encoder or Inception pool3), map them to 2-D with t-SNE and place each "
+        "thumbnail on the grid cell nearest its position (--out). On SynthBirds, also plot the "
+        "points coloured by the colour the caption names for --attribute (<out>_<part>.png).",
+    )
+    common(p)
+    p.add_argument(
+        "--out",
+        default="tsne.png",
+        metavar="FILE.png",
+        help="the grid figure (default: %(default)s)",
+    )
+    p.add_argument(
+        "--n-images",
+        type=int,
+        default=400,
+        help="images to generate and place (default: %(default)s)",
+    )
+    p.add_argument(
+        "--thumb", type=int, default=64, help="thumbnail side in pixels (default: %(default)s)"
+    )
+    p.add_argument(
+        "--perplexity", type=float, default=30.0, help="t-SNE perplexity (default: %(default)s)"
+    )
+    p.add_argument(
+        "--features", default="image-encoder", choices=["image-encoder", "inception"],
+        help="DAMSM image encoder's global code, or Inception-v3 pool3 (--inception-weights)",
+    )  # fmt: skip
+    p.add_argument("--image-encoder", metavar="FILE", help="DAMSM image_encoder*.pth")
+    p.add_argument("--inception-weights", metavar="FILE", help="Inception-v3 state dict")
+    p.add_argument(
+        "--attribute", default="body", choices=PARTS,
+        help="SynthBirds: colour the points by the colour the caption names for this part "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_tsne)
     return parser
 
 

@@ -15,6 +15,7 @@ again in the same ``<out>`` keeps ``data/`` and replaces the files of ``damsm/``
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -284,6 +285,11 @@ def write_pictures(
     (out / "colours.txt").write_text("\n".join(COLOUR_CAPTIONS) + "\n", encoding="utf-8")
     generate(models, list(SAMPLE_CAPTIONS), out / "generated", n_samples=1, seed=seed)
     return {"colours": colours, "generated": out / "generated"}
+
+
+def serve_command(run_dir: str | Path) -> str:
+    """The command that serves the demo's generator in DrawingBot (page and HTTP API)."""
+    return f"attngan-fast serve {shlex.quote(str(run_dir))}"
 
 
 def scaled(settings: DemoSettings, **changes: object) -> DemoSettings:

@@ -65,6 +65,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     ):  # fmt: skip
         assert (out / rel).is_file(), rel
     assert list((out / "generated").rglob("*_attention.png"))
+    assert capsys.readouterr().out.endswith(f"attngan-fast serve {out / 'gan'}\n")
     gen = tmp_path / "gen"
     code = cli.main(
         ["generate", "--checkpoint", str(out / "gan"), "--out", str(gen), "--device", "cpu",
