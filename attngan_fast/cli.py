@@ -393,7 +393,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     from attngan_fast.data.captions import load_captions_pickle
     from attngan_fast.generate import generate, load_generation_models
-    from attngan_fast.train.run_dir import RunFiles, load_vocab
+    from attngan_fast.runtime.run_dir import RunFiles, load_vocab
 
     if args.checkpoint:
         run = RunFiles(Path(args.checkpoint))
@@ -421,7 +421,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from attngan_fast.train.demo import demo_settings, run_demo, serve_command
+    from attngan_fast.demo import demo_settings, run_demo, serve_command
 
     size = "tiny" if args.tiny else args.size
     outputs = run_demo(

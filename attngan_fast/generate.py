@@ -33,8 +33,8 @@ from attngan_fast.data.vocab import Vocabulary
 from attngan_fast.errors import FileFormatError, UsageError
 from attngan_fast.models.generator import G_NET
 from attngan_fast.models.text_encoder import RNN_ENCODER
-from attngan_fast.train.checkpoint import load_torch_file, state_dict_kind
-from attngan_fast.train.run_dir import load_vocab
+from attngan_fast.runtime.checkpoint import load_torch_file, state_dict_kind
+from attngan_fast.runtime.run_dir import load_vocab
 from attngan_fast.viz import save_attention_figure, save_image
 
 GenerateFn = Callable[[Tensor, Tensor], Tensor]

@@ -79,8 +79,8 @@ def _models(args: argparse.Namespace, device: str):
 
 
 def _image_encoder(args: argparse.Namespace, info: dict[str, Any], text_state: dict) -> nn.Module:
-    from attngan_fast.train.checkpoint import load_torch_file
-    from attngan_fast.train.encoders import (
+    from attngan_fast.runtime.checkpoint import load_torch_file
+    from attngan_fast.runtime.networks import (
         EncoderSpec,
         build_image_encoder,
         image_encoder_path,
@@ -120,7 +120,7 @@ def _report(args: argparse.Namespace, record: dict[str, Any]) -> None:
 def cmd_r_precision(args: argparse.Namespace) -> None:
     from attngan_fast.eval.r_precision import evaluate_r_precision
     from attngan_fast.generate import batch_generate_fn
-    from attngan_fast.train.data import load_dataset
+    from attngan_fast.runtime.loaders import load_dataset
 
     device = _device(args)
     models, files = _models(args, device)
@@ -193,7 +193,7 @@ def cmd_inception(args: argparse.Namespace) -> None:
     from attngan_fast.eval.inception_metrics import inception_metrics, load_inception
     from attngan_fast.eval.r_precision import caption_choice
     from attngan_fast.generate import batch_generate_fn
-    from attngan_fast.train.data import load_dataset
+    from attngan_fast.runtime.loaders import load_dataset
 
     device = _device(args)
     inception = load_inception(args.inception_weights, device)
@@ -226,7 +226,7 @@ def _tsne_captions(args: argparse.Namespace, data: Path) -> tuple[list, list, li
     from attngan_fast.data.synth_birds import ATTRIBUTES_FILE, PALETTE, PARTS
     from attngan_fast.eval.attribute_accuracy import load_caption_targets
     from attngan_fast.eval.r_precision import caption_choice
-    from attngan_fast.train.data import load_dataset
+    from attngan_fast.runtime.loaders import load_dataset
 
     dataset = load_dataset(data, _config(Path(args.checkpoint)), args.split, args.layout, False)
     chosen = caption_choice(args.n_images, len(dataset), dataset.captions_per_image, args.seed)

@@ -22,14 +22,14 @@ from attngan_fast.config import Config
 from attngan_fast.data.dataset import Batch
 from attngan_fast.models import build_discriminators, build_generator
 from attngan_fast.ops import original
-from attngan_fast.train.distributed import DistInfo, wrap_ddp
-from attngan_fast.train.ema import ParamEMA
-from attngan_fast.train.encoders import (
+from attngan_fast.runtime.networks import (
     EncoderSpec,
     build_image_encoder,
     build_text_encoder,
     freeze,
 )
+from attngan_fast.train.distributed import DistInfo, wrap_ddp
+from attngan_fast.train.ema import ParamEMA
 from attngan_fast.train.precision import autocast, check_precision, make_scaler
 
 

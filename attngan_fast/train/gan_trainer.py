@@ -35,19 +35,10 @@ import torch.distributed as torch_dist
 
 from attngan_fast.config import Config
 from attngan_fast.errors import AttnGanError, FileFormatError, UsageError
-from attngan_fast.train import checkpoint as ckpt
-from attngan_fast.train.data import load_dataset, make_loader
-from attngan_fast.train.distributed import (
-    DistInfo,
-    all_ranks_agree,
-    barrier,
-    cleanup,
-    init_distributed,
-)
-from attngan_fast.train.encoders import image_encoder_path, load_encoders
-from attngan_fast.train.gan_step import GanState, build_gan_state, gan_train_step
-from attngan_fast.train.progress import ProgressLogger, truncate_metrics
-from attngan_fast.train.run_dir import (
+from attngan_fast.runtime import checkpoint as ckpt
+from attngan_fast.runtime.loaders import load_dataset, make_loader
+from attngan_fast.runtime.networks import image_encoder_path, load_encoders
+from attngan_fast.runtime.run_dir import (
     RunFiles,
     claim_output_dir,
     remove_files,
@@ -55,7 +46,16 @@ from attngan_fast.train.run_dir import (
     save_vocab,
     write_json,
 )
-from attngan_fast.train.sampler import ResumableSampler
+from attngan_fast.runtime.sampler import ResumableSampler
+from attngan_fast.train.distributed import (
+    DistInfo,
+    all_ranks_agree,
+    barrier,
+    cleanup,
+    init_distributed,
+)
+from attngan_fast.train.gan_step import GanState, build_gan_state, gan_train_step
+from attngan_fast.train.progress import ProgressLogger, truncate_metrics
 from attngan_fast.train.samples import SampleWriter
 
 CHECKPOINT_FORMAT = "attngan-fast/gan-training"

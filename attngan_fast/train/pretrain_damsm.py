@@ -25,9 +25,17 @@ from attngan_fast.data.dataset import prepare_batch
 from attngan_fast.errors import FileFormatError, UsageError
 from attngan_fast.models import load_inception_weights
 from attngan_fast.ops import original
-from attngan_fast.train import checkpoint as ckpt
-from attngan_fast.train.checkpoint import load_torch_file
-from attngan_fast.train.data import load_dataset, make_loader
+from attngan_fast.runtime import checkpoint as ckpt
+from attngan_fast.runtime.checkpoint import load_torch_file
+from attngan_fast.runtime.loaders import load_dataset, make_loader
+from attngan_fast.runtime.networks import (
+    EncoderSpec,
+    build_image_encoder,
+    build_text_encoder,
+    save_encoders,
+)
+from attngan_fast.runtime.run_dir import claim_output_dir, damsm_outputs, remove_files, save_vocab
+from attngan_fast.runtime.sampler import ResumableSampler
 from attngan_fast.train.distributed import (
     DistInfo,
     all_ranks_agree,
@@ -35,12 +43,6 @@ from attngan_fast.train.distributed import (
     init_distributed,
     unwrap,
     wrap_ddp,
-)
-from attngan_fast.train.encoders import (
-    EncoderSpec,
-    build_image_encoder,
-    build_text_encoder,
-    save_encoders,
 )
 from attngan_fast.train.gan_trainer import (
     NonFiniteLossError,
@@ -51,8 +53,6 @@ from attngan_fast.train.gan_trainer import (
 )
 from attngan_fast.train.precision import autocast, check_precision, make_scaler
 from attngan_fast.train.progress import ProgressLogger
-from attngan_fast.train.run_dir import claim_output_dir, damsm_outputs, remove_files, save_vocab
-from attngan_fast.train.sampler import ResumableSampler
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 from train_helpers import gan_opts, tiny_damsm_cfg, tiny_gan_cfg
 
 from attngan_fast.errors import OutputExistsError, UsageError
-from attngan_fast.train import checkpoint as ckpt
+from attngan_fast.runtime import checkpoint as ckpt
 from attngan_fast.train import gan_trainer
 from attngan_fast.train.gan_trainer import (
     NonFiniteLossError,

@@ -13,9 +13,9 @@ import torch
 from train_helpers import gan_opts, tiny_gan_cfg
 
 from attngan_fast.models import RNN_ENCODER, SmallImageEncoder
-from attngan_fast.train import checkpoint as ckpt
+from attngan_fast.runtime import checkpoint as ckpt
+from attngan_fast.runtime.networks import load_encoders
 from attngan_fast.train import gan_trainer
-from attngan_fast.train.encoders import load_encoders
 from attngan_fast.train.gan_trainer import NonFiniteLossError, train_gan
 
 

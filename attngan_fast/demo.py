@@ -24,9 +24,9 @@ import torch
 
 from attngan_fast.config import config_from_dict, preset
 from attngan_fast.data.synth_birds import make_synth_birds
+from attngan_fast.runtime.run_dir import load_vocab
 from attngan_fast.train.gan_trainer import GanTrainOptions, train_gan
 from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
-from attngan_fast.train.run_dir import load_vocab
 from attngan_fast.viz import save_image_grid
 
 # Captions for the pictures: each changes one colour word, so the rows should differ in it.

@@ -15,7 +15,7 @@ import torch
 from fuzz import mutations
 
 from attngan_fast.errors import FileFormatError
-from attngan_fast.train import checkpoint as ckpt
+from attngan_fast.runtime import checkpoint as ckpt
 
 
 def test_save_atomic_round_trip(tmp_path):
@@ -50,7 +50,7 @@ def test_process_killed_mid_save_keeps_previous_file(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, torch
-        from attngan_fast.train import checkpoint as ckpt
+        from attngan_fast.runtime import checkpoint as ckpt
         real_save = torch.save
         def dying_save(obj, f, *a, **k):
             real_save(obj, f, *a, **k)

@@ -18,7 +18,7 @@ from torch import nn
 from attngan_fast.data._io import read_json
 from attngan_fast.errors import FileFormatError
 from attngan_fast.models import CNN_ENCODER, RNN_ENCODER, SmallImageEncoder
-from attngan_fast.train.checkpoint import load_torch_file, save_atomic, state_dict_kind
+from attngan_fast.runtime.checkpoint import load_torch_file, save_atomic, state_dict_kind
 
 META_FILE = "encoders.json"
 IMAGE_ENCODERS = ("inception", "small")

@@ -20,7 +20,7 @@ from attngan_fast.generate import (
 )
 from attngan_fast.models.generator import G_NET
 from attngan_fast.models.text_encoder import RNN_ENCODER
-from attngan_fast.train.run_dir import save_vocab
+from attngan_fast.runtime.run_dir import save_vocab
 from attngan_fast.viz import LABEL_HEIGHT, PADDING
 
 WORDS = "this bird has wings that are black and a white belly red small".split()
