@@ -15,13 +15,12 @@ from attngan_fast.train.gan_step import (
     gan_train_step,
     synthetic_batch,
 )
-from attngan_fast.train.gan_trainer import GanTrainOptions, NonFiniteLossError, train_gan
+from attngan_fast.train.gan_trainer import GanTrainOptions, train_gan
 from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
 
 __all__ = [
     "GanState",
     "GanTrainOptions",
-    "NonFiniteLossError",
     "PretrainOptions",
     "build_gan_state",
     "encode_captions",

@@ -22,7 +22,12 @@ from torch import Tensor, nn
 from attngan_fast import ops
 from attngan_fast.config import Config
 from attngan_fast.data.dataset import prepare_batch
-from attngan_fast.errors import FileFormatError, UsageError
+from attngan_fast.errors import (
+    FileFormatError,
+    NonFiniteLossError,
+    NonFiniteWeightsError,
+    UsageError,
+)
 from attngan_fast.models import load_inception_weights
 from attngan_fast.ops import original
 from attngan_fast.runtime import checkpoint as ckpt
@@ -36,6 +41,8 @@ from attngan_fast.runtime.networks import (
 )
 from attngan_fast.runtime.run_dir import claim_output_dir, damsm_outputs, remove_files, save_vocab
 from attngan_fast.runtime.sampler import ResumableSampler
+from attngan_fast.runtime.seeding import seed_everything
+from attngan_fast.train.checks import check_minimums, full_batches
 from attngan_fast.train.distributed import (
     DistInfo,
     all_ranks_agree,
@@ -43,13 +50,6 @@ from attngan_fast.train.distributed import (
     init_distributed,
     unwrap,
     wrap_ddp,
-)
-from attngan_fast.train.gan_trainer import (
-    NonFiniteLossError,
-    NonFiniteWeightsError,
-    check_minimums,
-    full_batches,
-    seed_everything,
 )
 from attngan_fast.train.precision import autocast, check_precision, make_scaler
 from attngan_fast.train.progress import ProgressLogger

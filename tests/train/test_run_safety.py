@@ -10,14 +10,15 @@ import pytest
 import torch
 from train_helpers import gan_opts, tiny_damsm_cfg, tiny_gan_cfg
 
-from attngan_fast.errors import OutputExistsError, UsageError
-from attngan_fast.runtime import checkpoint as ckpt
-from attngan_fast.train import gan_trainer
-from attngan_fast.train.gan_trainer import (
+from attngan_fast.errors import (
     NonFiniteLossError,
     NonFiniteWeightsError,
-    train_gan,
+    OutputExistsError,
+    UsageError,
 )
+from attngan_fast.runtime import checkpoint as ckpt
+from attngan_fast.train import gan_trainer
+from attngan_fast.train.gan_trainer import train_gan
 from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
 
 

@@ -12,11 +12,12 @@ import pytest
 import torch
 from train_helpers import gan_opts, tiny_gan_cfg
 
+from attngan_fast.errors import NonFiniteLossError
 from attngan_fast.models import RNN_ENCODER, SmallImageEncoder
 from attngan_fast.runtime import checkpoint as ckpt
 from attngan_fast.runtime.networks import load_encoders
 from attngan_fast.train import gan_trainer
-from attngan_fast.train.gan_trainer import NonFiniteLossError, train_gan
+from attngan_fast.train.gan_trainer import train_gan
 
 
 def test_pretrain_writes_original_format(damsm_files):
