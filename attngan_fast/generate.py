@@ -19,10 +19,9 @@ from __future__ import annotations
 import itertools
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,10 +29,10 @@ from torch import Tensor
 from attngan_fast.data._io import read_json
 from attngan_fast.data.captions import load_captions_pickle
 from attngan_fast.data.vocab import Vocabulary
-from attngan_fast.errors import FileFormatError, UsageError
+from attngan_fast.errors import UsageError
 from attngan_fast.models.generator import G_NET
 from attngan_fast.models.text_encoder import RNN_ENCODER
-from attngan_fast.runtime.checkpoint import load_torch_file, state_dict_kind
+from attngan_fast.runtime.networks import load_generator, load_text_encoder
 from attngan_fast.runtime.run_dir import load_vocab
 from attngan_fast.viz import save_attention_figure, save_image
 
@@ -61,87 +60,6 @@ class GenerationModels:
         self.netG.to(device)
         self.text_encoder.to(device)
         return self
-
-
-def strip_prefix(state: Mapping[str, Tensor], prefix: str = "module.") -> dict[str, Tensor]:
-    """State-dict keys without the ``module.`` of (Distributed)DataParallel wrappers."""
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix) :]: v for k, v in state.items()}
-    return dict(state)
-
-
-def generator_kwargs(state: Mapping[str, Tensor]) -> dict[str, int]:
-    """G_NET's arguments (ngf, nef, ncf, z_dim, r_num, branch_num) read from its state dict."""
-    try:
-        ca = state["ca_net.fc.weight"]  # 4 ncf x nef
-        fc = state["h_net1.fc.0.weight"]  # 32 * 16 ngf x (ncf + z_dim)
-        ngf = state["img_net1.img.0.weight"].shape[1]
-    except KeyError as exc:
-        raise KeyError(f"not an AttnGAN generator state dict: no {exc} key") from None
-    branch_num = 1 + sum(f"img_net{i}.img.0.weight" in state for i in (2, 3))
-    residual = {k.split(".")[2] for k in state if k.startswith("h_net2.residual.")}
-    ncf = ca.shape[0] // 4
-    return {
-        "ngf": ngf,
-        "nef": ca.shape[1],
-        "ncf": ncf,
-        "z_dim": fc.shape[1] - ncf,
-        "r_num": len(residual) if branch_num > 1 else 2,
-        "branch_num": branch_num,
-    }
-
-
-def build_generator_from_state(state: Mapping[str, Tensor], legacy_mask: bool = False) -> G_NET:
-    """A G_NET shaped like ``state`` with its weights, in eval mode.
-
-    BatchNorm ``num_batches_tracked`` buffers may be missing (state dicts saved by PyTorch < 0.4).
-    """
-    state = strip_prefix(state)
-    netG = G_NET(**generator_kwargs(state), legacy_mask=legacy_mask)
-    result = netG.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
-        raise KeyError(
-            f"generator state dict does not match G_NET: missing {missing[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
-        )
-    return netG.eval()
-
-
-def build_text_encoder_from_state(state: Mapping[str, Tensor]) -> RNN_ENCODER:
-    """An RNN_ENCODER shaped like ``state`` (vocabulary, sizes, LSTM or GRU), in eval mode."""
-    state = strip_prefix(state)
-    try:
-        ntoken, ninput = state["encoder.weight"].shape
-        per_direction = state["rnn.weight_hh_l0"].shape[1]
-        gates = state["rnn.weight_ih_l0"].shape[0] // per_direction
-    except KeyError as exc:
-        raise KeyError(f"not an RNN_ENCODER state dict: no {exc} key") from None
-    bidirectional = "rnn.weight_ih_l0_reverse" in state
-    nlayers = len(
-        {k.split("_l")[1].split("_")[0] for k in state if k.startswith("rnn.weight_ih_l")}
-    )
-    encoder = RNN_ENCODER(
-        ntoken,
-        ninput=ninput,
-        nhidden=per_direction * (2 if bidirectional else 1),
-        nlayers=nlayers,
-        bidirectional=bidirectional,
-        rnn_type="LSTM" if gates == 4 else "GRU",
-    )
-    encoder.load_state_dict(state)
-    return encoder.eval()
-
-
-def load_state_dict_file(path: str | Path, what: str = "a state dict") -> dict[str, Tensor]:
-    """A state dict saved by ``torch.save`` (also the original's PyTorch 0.3 / Python 2 files)."""
-    path = Path(path)
-    state = load_torch_file(path, what=what)
-    if isinstance(state, Mapping) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
-        raise FileFormatError(f"{path}: does not hold a state dict; expected {what}")
-    return dict(state)
 
 
 @dataclass
@@ -287,35 +205,14 @@ def load_generation_models(
     legacy_mask: bool = False,
 ) -> GenerationModels:
     """G from a netG state dict file (EMA weights) and the text encoder from its file."""
-    netG = _build_from_file(
-        netG_path,
-        "an AttnGAN generator (netG*.pth)",
-        lambda state: build_generator_from_state(state, legacy_mask),
-    )
-    text_encoder = _build_from_file(
-        text_encoder_path, "a DAMSM text encoder (text_encoder*.pth)", build_text_encoder_from_state
-    )
+    netG = load_generator(netG_path, legacy_mask)
+    text_encoder = load_text_encoder(text_encoder_path)
     if text_encoder.ntoken != len(vocab):
         raise UsageError(
             f"the text encoder {text_encoder_path} knows {text_encoder.ntoken} words but the "
             f"vocabulary has {len(vocab)}: they come from different datasets"
         )
     return GenerationModels(netG, text_encoder, vocab).to(device)
-
-
-def _build_from_file(path: str | Path, what: str, build: Callable[[dict[str, Tensor]], Any]) -> Any:
-    """``build(state dict of path)``; a state dict of the wrong kind or shape is a
-    FileFormatError naming the file, what it should be and what it seems to be."""
-    state = load_state_dict_file(path, what)
-    try:
-        return build(state)
-    except (KeyError, RuntimeError, ValueError, IndexError) as exc:
-        reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        kind = state_dict_kind(state)
-        seems = f"; it looks like {kind}" if kind and kind != what else ""
-        raise FileFormatError(
-            f"{path}: not {what} ({str(reason).splitlines()[0][:200]}){seems}"
-        ) from None
 
 
 @dataclass

@@ -79,13 +79,7 @@ def _models(args: argparse.Namespace, device: str):
 
 
 def _image_encoder(args: argparse.Namespace, info: dict[str, Any], text_state: dict) -> nn.Module:
-    from attngan_fast.runtime.checkpoint import load_torch_file
-    from attngan_fast.runtime.networks import (
-        EncoderSpec,
-        build_image_encoder,
-        image_encoder_path,
-        infer_spec,
-    )
+    from attngan_fast.runtime.networks import EncoderSpec, image_encoder_path, load_image_encoder
 
     path = args.image_encoder or info.get("image_encoder")
     if not path and info.get("text_encoder"):
@@ -97,12 +91,9 @@ def _image_encoder(args: argparse.Namespace, info: dict[str, Any], text_state: d
             f"{PROG}: no DAMSM image encoder found ({path or 'run.json names none'}): pass "
             "--image-encoder image_encoderN.pth"
         )
-    state = load_torch_file(path, what="a DAMSM image encoder (image_encoder*.pth)")
     spec_dict = info.get("encoder_spec")
-    spec = EncoderSpec(**spec_dict) if spec_dict else infer_spec(text_state, state)
-    encoder = build_image_encoder(spec)
-    encoder.load_state_dict(state)
-    return encoder.eval()
+    spec = EncoderSpec(**spec_dict) if spec_dict else None
+    return load_image_encoder(path, spec, text_state)
 
 
 def _device(args: argparse.Namespace) -> str:

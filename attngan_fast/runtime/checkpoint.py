@@ -191,3 +191,18 @@ def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
     if not floats or torch.stack([torch.isfinite(t).all() for _, t in floats]).all():
         return None  # one device sync for all tensors
     return next(name for name, t in floats if not torch.isfinite(t).all())
+
+
+def load_state_dict_file(
+    path: str | os.PathLike[str], what: str = "a state dict"
+) -> dict[str, Any]:
+    """A state dict saved by ``torch.save`` (also the original's PyTorch 0.3 / Python 2 files, and
+    ``{"state_dict": ...}`` wrappers); FileFormatError naming ``path`` when it holds anything else.
+    """
+    path = Path(path)
+    state = load_torch_file(path, what=what)
+    if isinstance(state, Mapping) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise FileFormatError(f"{path}: does not hold a state dict; expected {what}")
+    return dict(state)

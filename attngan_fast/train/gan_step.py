@@ -20,10 +20,11 @@ from torch import Tensor, nn
 from attngan_fast import losses
 from attngan_fast.config import Config
 from attngan_fast.data.dataset import Batch
-from attngan_fast.models import build_discriminators, build_generator
 from attngan_fast.ops import original
 from attngan_fast.runtime.networks import (
     EncoderSpec,
+    build_discriminators,
+    build_generator,
     build_image_encoder,
     build_text_encoder,
     freeze,
@@ -100,10 +101,9 @@ def build_gan_state(
     if sync_bn and dist.enabled and device.type != "cuda":
         raise ValueError("--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
     if text_encoder is None or image_encoder is None:
-        spec = EncoderSpec(
-            n_words=vocab_size,
-            nef=cfg.TEXT.EMBEDDING_DIM,
-            rnn_type=cfg.RNN_TYPE,
+        spec = EncoderSpec.from_config(
+            cfg,
+            vocab_size,
             image_encoder=image_encoder_kind,
             small_size=cfg.TREE.BASE_SIZE * 2 ** (cfg.TREE.BRANCH_NUM - 1),
         )

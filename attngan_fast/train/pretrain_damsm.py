@@ -140,9 +140,9 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
     if opts.image_encoder == "small":  # one branch at the encoder's own size
         data_cfg = _with_images(cfg, opts.small_size)
     dataset = load_dataset(opts.data_dir, data_cfg, "train", opts.layout)
-    spec = EncoderSpec(
-        n_words=dataset.n_words, nef=cfg.TEXT.EMBEDDING_DIM, rnn_type=cfg.RNN_TYPE,
-        image_encoder=opts.image_encoder, small_ndf=opts.small_ndf, small_size=opts.small_size,
+    spec = EncoderSpec.from_config(
+        cfg, dataset.n_words, image_encoder=opts.image_encoder, small_ndf=opts.small_ndf,
+        small_size=opts.small_size,
     )  # fmt: skip
     text_encoder = build_text_encoder(spec).to(device)
     image_encoder = build_image_encoder(spec)

@@ -8,7 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from attngan_fast import ops
 from attngan_fast.bench.e2e import plain_pytorch, tiny_config
 from attngan_fast.bench.ops import damsm_loss_reference
-from attngan_fast.models import build_generator
+from attngan_fast.runtime.networks import build_generator
 
 
 def test_plain_pytorch_swaps_and_restores_the_ops():

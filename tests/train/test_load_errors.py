@@ -10,8 +10,7 @@ from train_helpers import tiny_gan_cfg
 
 from attngan_fast.errors import FileFormatError
 from attngan_fast.generate import load_generation_models
-from attngan_fast.models import build_generator
-from attngan_fast.runtime.networks import load_encoders
+from attngan_fast.runtime.networks import build_generator, load_encoders
 from attngan_fast.runtime.run_dir import load_vocab
 
 
