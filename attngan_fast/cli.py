@@ -392,7 +392,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from attngan_fast.data.captions import load_captions_pickle
-    from attngan_fast.generate import generate, load_generation_models
+    from attngan_fast.generate import generate
+    from attngan_fast.runtime.generation import load_generation_models
     from attngan_fast.runtime.run_dir import RunFiles, load_vocab
 
     if args.checkpoint:

@@ -65,11 +65,8 @@ def _config(checkpoint: Path):  # -> Config
 
 
 def _models(args: argparse.Namespace, device: str):
-    from attngan_fast.generate import (
-        load_generation_models,
-        load_vocabulary,
-        resolve_generation_files,
-    )
+    from attngan_fast.runtime.generation import load_generation_models
+    from attngan_fast.runtime.run_dir import load_vocabulary, resolve_generation_files
 
     files = resolve_generation_files(args.checkpoint, args.text_encoder, args.vocab)
     vocab = load_vocabulary(files.vocab)
@@ -110,7 +107,7 @@ def _report(args: argparse.Namespace, record: dict[str, Any]) -> None:
 
 def cmd_r_precision(args: argparse.Namespace) -> None:
     from attngan_fast.eval.r_precision import evaluate_r_precision
-    from attngan_fast.generate import batch_generate_fn
+    from attngan_fast.runtime.generation import batch_generate_fn
     from attngan_fast.runtime.loaders import load_dataset
 
     device = _device(args)
@@ -141,7 +138,7 @@ def cmd_r_precision(args: argparse.Namespace) -> None:
 
 def cmd_attributes(args: argparse.Namespace) -> None:
     from attngan_fast.eval.attribute_accuracy import evaluate_synth_birds
-    from attngan_fast.generate import batch_generate_fn
+    from attngan_fast.runtime.generation import batch_generate_fn
 
     device = _device(args)
     models, files = _models(args, device)
@@ -183,7 +180,7 @@ def _real_batches(dataset, batch_size: int, limit: int) -> Iterator[Tensor]:
 def cmd_inception(args: argparse.Namespace) -> None:
     from attngan_fast.eval.inception_metrics import inception_metrics, load_inception
     from attngan_fast.eval.r_precision import caption_choice
-    from attngan_fast.generate import batch_generate_fn
+    from attngan_fast.runtime.generation import batch_generate_fn
     from attngan_fast.runtime.loaders import load_dataset
 
     device = _device(args)
@@ -248,7 +245,7 @@ def _tsne_embedder(
 def cmd_tsne(args: argparse.Namespace) -> None:
     from attngan_fast.data.synth_birds import COLOURS
     from attngan_fast.eval import tsne
-    from attngan_fast.generate import batch_generate_fn
+    from attngan_fast.runtime.generation import batch_generate_fn
 
     for module in ("sklearn.manifold", "scipy.optimize", "matplotlib.figure"):
         try:

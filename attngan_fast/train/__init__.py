@@ -11,7 +11,6 @@
 from attngan_fast.train.gan_step import (
     GanState,
     build_gan_state,
-    encode_captions,
     gan_train_step,
     synthetic_batch,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "GanTrainOptions",
     "PretrainOptions",
     "build_gan_state",
-    "encode_captions",
     "gan_train_step",
     "pretrain_damsm",
     "synthetic_batch",

@@ -21,6 +21,7 @@ from attngan_fast import losses
 from attngan_fast.config import Config
 from attngan_fast.data.dataset import Batch
 from attngan_fast.ops import original
+from attngan_fast.runtime.generation import embed_captions
 from attngan_fast.runtime.networks import (
     EncoderSpec,
     build_discriminators,
@@ -173,16 +174,6 @@ def synthetic_batch(
     )
 
 
-@torch.no_grad()
-def encode_captions(
-    text_encoder: nn.Module, captions: Tensor, cap_lens: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Frozen text encoder: captions B x T -> (words B x nef x T', sent B x nef, mask B x T')."""
-    words_embs, sent_emb = text_encoder(captions, cap_lens)
-    mask = (captions == 0)[:, : words_embs.shape[2]]
-    return words_embs.detach(), sent_emb.detach(), mask
-
-
 def _original_generator_loss(
     state: GanState,
     fake_imgs: list[Tensor],
@@ -241,7 +232,7 @@ def gan_train_step(state: GanState, batch: Batch) -> dict[str, float]:
     captions = batch.captions.to(device)
     cap_lens = batch.cap_lens.to(device)
     class_ids = batch.class_ids.to(device) if batch.class_ids is not None else None
-    words_embs, sent_emb, mask = encode_captions(state.text_encoder, captions, cap_lens)
+    words_embs, sent_emb, mask = embed_captions(state.text_encoder, captions, cap_lens)
     noise = torch.randn(captions.shape[0], cfg.GAN.Z_DIM, device=device)
 
     with autocast(state.precision, device):

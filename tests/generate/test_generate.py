@@ -10,15 +10,11 @@ from PIL import Image
 
 from attngan_fast.data.captions import CaptionSets, save_captions_pickle
 from attngan_fast.data.vocab import Vocabulary
-from attngan_fast.generate import (
-    UnknownWordsWarning,
-    encode_prompts,
-    generate_from_checkpoint,
-    resolve_generation_files,
-)
+from attngan_fast.generate import generate_from_checkpoint
 from attngan_fast.models.generator import G_NET
 from attngan_fast.models.text_encoder import RNN_ENCODER
-from attngan_fast.runtime.run_dir import save_vocab
+from attngan_fast.runtime.generation import UnknownWordsWarning, encode_prompts
+from attngan_fast.runtime.run_dir import resolve_generation_files, save_vocab
 from attngan_fast.viz import LABEL_HEIGHT, PADDING
 
 WORDS = "this bird has wings that are black and a white belly red small".split()
@@ -136,7 +132,8 @@ def test_missing_parts_are_named(tmp_path):
 
 @pytest.mark.gpu
 def test_generation_on_cuda_is_deterministic_and_close_to_cpu(tmp_path):
-    from attngan_fast.generate import load_generation_models, load_vocabulary, sample_images
+    from attngan_fast.runtime.generation import load_generation_models, sample_images
+    from attngan_fast.runtime.run_dir import load_vocabulary
 
     run, _ = _run_dir(tmp_path)
     files = resolve_generation_files(run)
