@@ -1,4 +1,5 @@
-"""The AttnGAN losses (spec section 5), computed from logits so they run under autocast.
+"""The AttnGAN losses (``code/miscc/losses.py`` of taoxugit/AttnGAN), computed from logits so they
+run under autocast.
 
 The discriminators return logits; ``F.binary_cross_entropy_with_logits(logits, y)`` equals the
 original ``nn.BCELoss()(sigmoid(logits), y)`` (up to the original's clamping of log at -100).

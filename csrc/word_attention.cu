@@ -1,4 +1,5 @@
-// word_attention: softmax over words of query . source per (sample, region), spec section 3.
+// word_attention: softmax over words of query . source per (sample, region), as the original's
+// GlobalAttentionGeneral (code/GlobalAttention.py of taoxugit/AttnGAN).
 //
 // Forward: a block per (sample b, tile of 128 regions), one thread per region (region n is the
 // contiguous axis of query, context and attn, so every global access is coalesced). The sample's

@@ -1,4 +1,5 @@
-"""RNN_ENCODER: the DAMSM text encoder (bidirectional LSTM over word embeddings), spec section 2.
+"""RNN_ENCODER: the DAMSM text encoder (bidirectional LSTM over word embeddings; the original's
+``code/model.py``).
 
 Parameter names are the original's (``encoder.weight``, ``rnn.weight_ih_l0``, ...,
 ``rnn.bias_hh_l0_reverse``), so ``text_encoder200.pth`` loads. Unlike the original, the batch need

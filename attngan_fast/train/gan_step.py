@@ -1,4 +1,5 @@
-"""One AttnGAN training iteration (spec section 5), reusable by the trainer and the benchmark.
+"""One AttnGAN training iteration (``train()`` of the original's ``code/trainer.py``), reusable by
+the trainer and the benchmark.
 
     state = build_gan_state(cfg, vocab_size, device, "bf16")
     batch = synthetic_batch(cfg, vocab_size, cfg.TRAIN.BATCH_SIZE, device)

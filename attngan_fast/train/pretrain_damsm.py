@@ -1,13 +1,14 @@
 """DAMSM pretraining: the text encoder and the image encoder's projections on the DAMSM loss.
 
-As the original ``pretrain_DAMSM.py``: loss = w_loss0 + w_loss1 + s_loss0 + s_loss1 (spec
-section 4) on the largest image of each sample, Adam(lr, betas (0.5, 0.999)) over the text
-encoder's and the image encoder's trainable parameters, re-created at every epoch (as the original
-does: its moments restart each epoch) with lr = ENCODER_LR, multiplied by 0.98 after each epoch
-while lr > ENCODER_LR / 10; gradient norm of the RNN's parameters only clipped at RNN_GRAD_CLIP.
-Files ``text_encoder{E}.pth`` / ``image_encoder{E}.pth`` (plain state dicts, the original format)
-after epoch index E when E % SNAPSHOT_INTERVAL == 0 and after the last epoch, with
-``encoders.json`` and ``vocab.json`` beside them.
+As the original ``code/pretrain_DAMSM.py``: loss = w_loss0 + w_loss1 + s_loss0 + s_loss1 (the
+DAMSM word and sentence losses of Xu et al., CVPR 2018) on the largest image of each sample,
+Adam(lr, betas (0.5, 0.999)) over the text encoder's and the image encoder's trainable
+parameters, re-created at every epoch (as the original does: its moments restart each epoch) with
+lr = ENCODER_LR, multiplied by 0.98 after each epoch while lr > ENCODER_LR / 10; gradient norm
+of the RNN's parameters only clipped at RNN_GRAD_CLIP. Files ``text_encoder{E}.pth`` /
+``image_encoder{E}.pth`` (plain state dicts, the original format) after epoch index E when
+E % SNAPSHOT_INTERVAL == 0 and after the last epoch, with ``encoders.json`` and ``vocab.json``
+beside them.
 """
 
 from __future__ import annotations

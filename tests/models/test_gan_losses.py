@@ -1,4 +1,4 @@
-"""The GAN losses equal direct transcriptions of the original BCE formulas (spec section 5)."""
+"""The GAN losses equal direct transcriptions of the original's BCE formulas (miscc/losses.py)."""
 
 import numpy as np
 import torch

@@ -1,7 +1,7 @@
 """State-dict keys and shapes of the original AttnGAN modules, parameter counts, loading.
 
-The expected keys are generated here from the original module names (``model.py`` of the
-original code, spec section 2), independently of ``attngan_fast.models``; parameter counts are
+The expected keys are generated here from the original module names (``code/model.py`` of
+taoxugit/AttnGAN), independently of ``attngan_fast.models``; parameter counts are
 derived by arithmetic from the same layer lists.
 """
 
@@ -98,7 +98,7 @@ def uninitialised(factory, *args, **kwargs):
     return meta(factory, *args, **kwargs).to_empty(device="cpu")
 
 
-CONFIGS = {"birds": (32, 64, 2), "coco": (48, 96, 3)}  # ngf, ndf, r_num (spec section 1)
+CONFIGS = {"birds": (32, 64, 2), "coco": (48, 96, 3)}  # ngf, ndf, r_num of the original ymls
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -163,7 +163,7 @@ def test_count_formulas_pinned():
     assert n_g(32, 2) == 7_084_592
     assert n_d(64, 64) == 6_313_730
     assert n_g(48, 3) == 13_811_456
-    assert (n_d(128, 64), n_d(256, 64)) == (19_424_002, 71_858_946)  # D_NET256 ~72 M (spec)
+    assert (n_d(128, 64), n_d(256, 64)) == (19_424_002, 71_858_946)  # D_NET256 ~72 M
     assert (n_d(64, 96), n_d(128, 96), n_d(256, 96)) == (13_304_450, 42_800_258, 160_774_274)
 
 
