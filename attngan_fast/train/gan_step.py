@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from attngan_fast import losses
 from attngan_fast.config import Config
 from attngan_fast.data.dataset import Batch
-from attngan_fast.ops import original
 from attngan_fast.runtime.generation import embed_captions
 from attngan_fast.runtime.networks import (
     EncoderSpec,
@@ -175,43 +174,6 @@ def synthetic_batch(
     )
 
 
-def _original_generator_loss(
-    state: GanState,
-    fake_imgs: list[Tensor],
-    words_embs: Tensor,
-    sent_emb: Tensor,
-    cap_lens: Tensor,
-    class_ids: Tensor | None,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """``losses.generator_loss`` with the DAMSM term through the original per-caption loop."""
-    smooth = state.cfg.TRAIN.SMOOTH
-    err_total = fake_imgs[0].new_zeros((), dtype=torch.float32)
-    logs: dict[str, Tensor] = {}
-    for i, netD in enumerate(state.discriminators):
-        features = netD(fake_imgs[i])
-        cond = netD.COND_DNET(features, sent_emb)
-        g_loss = nn.functional.binary_cross_entropy_with_logits(cond, torch.ones_like(cond))
-        if netD.UNCOND_DNET is not None:
-            uncond = netD.UNCOND_DNET(features)
-            g_loss = g_loss + nn.functional.binary_cross_entropy_with_logits(
-                uncond, torch.ones_like(uncond)
-            )
-        err_total = err_total + g_loss
-        logs[f"g_loss{i}"] = g_loss.detach()
-    region_features, cnn_code = state.image_encoder(fake_imgs[-1])
-    batch = cnn_code.shape[0]
-    labels = torch.arange(batch, device=cnn_code.device)
-    w0, w1, _, _ = original.words_loss(
-        region_features, words_embs, labels, cap_lens, class_ids, batch,
-        smooth.GAMMA1, smooth.GAMMA2, smooth.GAMMA3,
-    )  # fmt: skip
-    s0, s1 = original.sent_loss(cnn_code, sent_emb, labels, class_ids, batch, smooth.GAMMA3)
-    w_loss = (w0 + w1) * smooth.LAMBDA
-    s_loss = (s0 + s1) * smooth.LAMBDA
-    logs["w_loss"], logs["s_loss"] = w_loss.detach(), s_loss.detach()
-    return err_total + w_loss + s_loss, logs
-
-
 def _backward_and_step(state: GanState, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
     if state.scaler is None:
         loss.backward()
@@ -251,17 +213,13 @@ def gan_train_step(state: GanState, batch: Batch) -> dict[str, float]:
     state.discriminators.requires_grad_(False)  # G's backward needs no D weight gradients
     try:
         with autocast(state.precision, device):
-            if state.original_damsm_loop:
-                err_g, g_logs = _original_generator_loss(
-                    state, fake_imgs, words_embs, sent_emb, cap_lens, class_ids
-                )
-            else:
-                smooth = cfg.TRAIN.SMOOTH
-                err_g, g_logs = losses.generator_loss(
-                    state.discriminators, state.image_encoder, fake_imgs, words_embs, sent_emb,
-                    cap_lens, class_ids, lambda_=smooth.LAMBDA, gamma1=smooth.GAMMA1,
-                    gamma2=smooth.GAMMA2, gamma3=smooth.GAMMA3,
-                )  # fmt: skip
+            smooth = cfg.TRAIN.SMOOTH
+            err_g, g_logs = losses.generator_loss(
+                state.discriminators, state.image_encoder, fake_imgs, words_embs, sent_emb,
+                cap_lens, class_ids, lambda_=smooth.LAMBDA, gamma1=smooth.GAMMA1,
+                gamma2=smooth.GAMMA2, gamma3=smooth.GAMMA3,
+                original_loop=state.original_damsm_loop,
+            )  # fmt: skip
             kl = losses.KL_loss(mu.float(), logvar.float())
             err_g = err_g + kl
         _backward_and_step(state, err_g, state.optimizer_g)

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from attngan_fast import ops
 from attngan_fast.config import Config
 from attngan_fast.data.dataset import prepare_batch
 from attngan_fast.errors import (
@@ -29,8 +28,8 @@ from attngan_fast.errors import (
     NonFiniteWeightsError,
     UsageError,
 )
+from attngan_fast.losses import damsm_terms
 from attngan_fast.models import load_inception_weights
-from attngan_fast.ops import original
 from attngan_fast.runtime import checkpoint as ckpt
 from attngan_fast.runtime.checkpoint import load_torch_file
 from attngan_fast.runtime.loaders import load_dataset, make_loader
@@ -96,21 +95,12 @@ def damsm_total_loss(
     cfg: Config,
     use_original: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """w_loss0 + w_loss1 + s_loss0 + s_loss1 and the four terms (``ops.damsm_loss`` or the loop)."""
+    """w_loss0 + w_loss1 + s_loss0 + s_loss1 and the four terms (``losses.damsm_terms``)."""
     smooth = cfg.TRAIN.SMOOTH
-    if use_original:
-        batch = code.shape[0]
-        labels = torch.arange(batch, device=code.device)
-        w0, w1, _, _ = original.words_loss(
-            region, words, labels, cap_lens, class_ids, batch,
-            smooth.GAMMA1, smooth.GAMMA2, smooth.GAMMA3,
-        )  # fmt: skip
-        s0, s1 = original.sent_loss(code, sent, labels, class_ids, batch, smooth.GAMMA3)
-    else:
-        w0, w1, s0, s1 = ops.damsm_loss(
-            region, code, words, sent, cap_lens, class_ids,
-            smooth.GAMMA1, smooth.GAMMA2, smooth.GAMMA3,
-        )[:4]  # fmt: skip
+    w0, w1, s0, s1 = damsm_terms(
+        region, code, words, sent, cap_lens, class_ids,
+        smooth.GAMMA1, smooth.GAMMA2, smooth.GAMMA3, original_loop=use_original,
+    )  # fmt: skip
     terms = {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}
     return w0 + w1 + s0 + s1, terms
 
