@@ -42,27 +42,25 @@ def test_step_runs_and_updates(precision):
         torch.testing.assert_close(avg, 0.999 * before + 0.001 * p.detach(), rtol=0, atol=1e-6)
 
 
+def _step_logs(seed: int, **variant) -> dict[str, float]:
+    """One step of a fresh state built with ``variant``: same init, batch and noise per seed."""
+    torch.manual_seed(seed)
+    state = _state(**variant)
+    gen = torch.Generator().manual_seed(seed + 1)
+    batch = synthetic_batch(state.cfg, VOCAB, 4, generator=gen)
+    torch.manual_seed(seed + 2)
+    return gan_train_step(state, batch)
+
+
 def test_original_damsm_loop_matches_fused():
     """Same init, same batch, same noise: the faithful loop and the fused op agree."""
-    logs = []
-    for original in (False, True):
-        torch.manual_seed(1)
-        state = _state(original_damsm_loop=original)
-        batch = synthetic_batch(state.cfg, VOCAB, 4, generator=torch.Generator().manual_seed(2))
-        torch.manual_seed(3)
-        logs.append(gan_train_step(state, batch))
+    logs = [_step_logs(1, original_damsm_loop=original) for original in (False, True)]
     for key in ("w_loss", "s_loss", "errD0", "errD1", "g_loss1"):
         assert logs[0][key] == pytest.approx(logs[1][key], rel=1e-4, abs=1e-5), key
 
 
 def test_channels_last_matches_contiguous():
-    logs = []
-    for channels_last in (False, True):
-        torch.manual_seed(4)
-        state = _state(channels_last=channels_last)
-        batch = synthetic_batch(state.cfg, VOCAB, 4, generator=torch.Generator().manual_seed(5))
-        torch.manual_seed(6)
-        logs.append(gan_train_step(state, batch))
+    logs = [_step_logs(4, channels_last=channels_last) for channels_last in (False, True)]
     for key, value in logs[0].items():
         assert value == pytest.approx(logs[1][key], rel=1e-3, abs=1e-4), key
 
