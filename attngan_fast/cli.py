@@ -7,6 +7,7 @@
     attngan-fast generate --checkpoint runs/attngan "this bird has a red belly and black wings"
     attngan-fast eval ...                      # R-precision, attribute accuracy, IS / FID
     attngan-fast bench ...                     # speed measurements (attngan_fast.bench)
+    attngan-fast env                           # versions, _C, GPUs: for a bug report
 
 Configuration: a preset (``--preset birds``), or ``--cfg file.yml`` in the original AttnGAN format,
 then ``--set KEY=VALUE`` (original key names, e.g. ``--set TRAIN.SMOOTH.LAMBDA=5``) and the
@@ -35,7 +36,11 @@ class _Formatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-DELEGATED = {"eval": "attngan_fast.eval.cli", "bench": "attngan_fast.bench.cli"}
+DELEGATED = {
+    "eval": "attngan_fast.eval.cli",
+    "bench": "attngan_fast.bench.cli",
+    "env": "attngan_fast.env_report",
+}
 
 
 def _add_config_args(p: argparse.ArgumentParser, default_preset: str) -> None:
@@ -244,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "bench", help="measure speed: ops, a training iteration, original vs fused", add_help=False
     )
+    sub.add_parser("env", help="versions, _C, GPUs: what a bug report needs", add_help=False)
     return parser
 
 
