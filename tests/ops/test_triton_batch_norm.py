@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from parity import assert_parity, assert_rel_parity
-from triton_aot import assert_fits_sm90, run_aot_script
+from triton_aot import ARCHS, assert_fits, run_aot_script
 
 from attngan_fast import ops
 from attngan_fast.ops import _layout
@@ -284,23 +284,24 @@ for dt in ("bf16", "fp32"):
                 kernels += [B._stats_kernel, B._apply_kernel]
             for fn in kernels:
                 consts = {k: v for k, v in flags.items() if k in fn.arg_names}
-                compile_sm90(f"{fn.__name__} {dt} {block_s}x{block_c} training={training}", fn,
-                             consts, ptrs, float_args=("eps", "inv_n"),
-                             options={"num_warps": B._NUM_WARPS})
+                aot_compile(f"{fn.__name__} {dt} {block_s}x{block_c} training={training}", fn,
+                            consts, ptrs, float_args=("eps", "inv_n"),
+                            options={"num_warps": B._NUM_WARPS})
 block_p, block_c = B._merge_blocks(torch.device("cuda"))
 for final in (True, False):
     consts = dict(FINAL=final, BLOCK_P=block_p, BLOCK_C=block_c, ACC=tl.float32)
-    compile_sm90(f"_merge_kernel final={final}", B._merge_kernel, consts, {"*": "fp32"},
-                 options={"num_warps": 4})
+    aot_compile(f"_merge_kernel final={final}", B._merge_kernel, consts, {"*": "fp32"},
+                options={"num_warps": 4})
 """
 
 
 @pytest.mark.slow
-def test_kernels_compile_for_sm90_without_spills():
+@pytest.mark.parametrize("arch", ARCHS)
+def test_kernels_compile_for_gpu_without_spills(arch):
     """The GLU variants (the largest) of every kernel compile for sm_90 with _NUM_WARPS warps and
     no register spills, for both tile shapes and both dtypes; the merge kernel likewise."""
-    results = run_aot_script(AOT_SCRIPT)
+    results = run_aot_script(AOT_SCRIPT, arch)
     assert len(results) == 2 * 2 * (2 + 2 + 2) + 2
-    assert_fits_sm90(results)
+    assert_fits(results, arch)
     for r in results:
         assert r["stack"] == 0, r

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from parity import assert_rel_parity
-from triton_aot import assert_fits_sm90, run_aot_script
+from triton_aot import ARCHS, CONV_SPILL_BYTES, assert_fits, run_aot_script
 
 from attngan_fast import ops
 from attngan_fast.ops import _layout, phase_conv
@@ -172,6 +172,7 @@ def test_gpu_autocast_bf16():
 
 # --- compiled for the GPU without one (Triton's own ptxas) ----------------------------------------
 
+GPU_TILES_FIRST = dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_K"), triton_backend.GPU_TILES[0][:3]))
 AOT_SCRIPT = r"""
 from attngan_fast.ops.triton import upsample_conv as U
 
@@ -186,21 +187,25 @@ for dt in ("bf16", "fp32"):
             consts = dict(cfg.kwargs, PRECISION="tf32", DOT_F32=False, **{u: 1 for u in unit})
             if name == "forward":
                 consts["STATS"] = False  # with the statistics epilogue: test_upsample_conv_bn
-            compile_sm90(f"{name} {dt} {cfg.kwargs}", kern.fn, consts, {"*": dt, "out_ptr": "fp32"},
-                         divisible=div, options=autotune_options(cfg))
+            aot_compile(f"{name} {dt} {cfg.kwargs}", kern.fn, consts, {"*": dt, "out_ptr": "fp32"},
+                        divisible=div, options=autotune_options(cfg))
     consts = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, PRECISION="tf32", DOT_F32=False, sxc=1, sgc=1)
     div = ("CIN", "COUT", "PIX_PER_SPLIT", "sxb", "sxh", "sxw", "sgb", "sgh", "sgw")
-    compile_sm90(f"grad_weight {dt}", U._grad_weight_kernel, consts, {"*": dt, "out_ptr": "fp32"},
-                 divisible=div, options={"num_warps": 8, "num_stages": 2})
+    aot_compile(f"grad_weight {dt}", U._grad_weight_kernel, consts, {"*": dt, "out_ptr": "fp32"},
+                divisible=div, options={"num_warps": 8, "num_stages": 2})
 """
 
 
 @pytest.mark.slow
-def test_kernels_compile_for_sm90_without_spills():
+@pytest.mark.parametrize("arch", ARCHS)
+def test_kernels_compile_for_gpu_without_spills(arch):
     """Every autotune config of the forward and grad_x GEMMs and grad_weight's config compile for
-    sm_90 (channels-last specialisation) within shared memory and without register spills."""
-    results = run_aot_script(AOT_SCRIPT)
+    sm_90 and sm_80 (channels-last specialisation) within shared memory; no register spills on
+    sm_90; on sm_80 the fp32 tiles with BLOCK_K 64 spill a few bytes (benchmarks/NOTES.md), the
+    first config (the autotuner's fallback) none."""
+    results = run_aot_script(AOT_SCRIPT, arch)
     assert len(results) == 2 * (2 * len(triton_backend.GPU_TILES) + 1)
-    assert_fits_sm90(results)
+    assert_fits(results, arch)
     for r in results:
-        assert r["stack"] == 0, r
+        assert r["stack"] <= CONV_SPILL_BYTES[arch], r
+    assert all(r["stack"] == 0 for r in results if str(GPU_TILES_FIRST) in r["label"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from parity import assert_parity, assert_rel_parity
-from triton_aot import assert_fits_sm90, run_aot_script
+from triton_aot import ARCHS, CONV_SPILL_BYTES, assert_fits, run_aot_script
 
 from attngan_fast import ops
 from attngan_fast.ops import _layout
@@ -286,19 +286,23 @@ from attngan_fast.ops.triton import upsample_conv as U
 for dt in ("bf16", "fp32"):
     for cfg in U._forward_kernel.configs:
         consts = dict(cfg.kwargs, PRECISION="tf32", DOT_F32=False, STATS=True, sxc=1, syc=1)
-        compile_sm90(f"forward+stats {dt} {cfg.kwargs}", U._forward_kernel.fn, consts,
-                     {"*": dt, "part_ptr": "fp32"},
-                     divisible=("N", "K", "sxb", "sxh", "sxw", "syb", "syh", "syw"),
-                     options=autotune_options(cfg))
+        aot_compile(f"forward+stats {dt} {cfg.kwargs}", U._forward_kernel.fn, consts,
+                    {"*": dt, "part_ptr": "fp32"},
+                    divisible=("N", "K", "sxb", "sxh", "sxw", "syb", "syh", "syw"),
+                    options=autotune_options(cfg))
 """
 
 
 @pytest.mark.slow
-def test_epilogue_kernel_compiles_for_sm90_without_spills():
+@pytest.mark.parametrize("arch", ARCHS)
+def test_epilogue_kernel_compiles_for_gpu_without_spills(arch):
     """The conv kernel with the statistics epilogue, every autotune config, both dtypes: fits an
-    H100 block and spills no registers."""
-    results = run_aot_script(AOT_SCRIPT)
+    H100 and an A100 block; spills no registers on sm_90, a few bytes on sm_80 (fp32, BLOCK_K
+    64: benchmarks/NOTES.md) but none in the first config."""
+    results = run_aot_script(AOT_SCRIPT, arch)
     assert len(results) == 2 * len(triton_conv.GPU_TILES)
-    assert_fits_sm90(results)
+    assert_fits(results, arch)
     for r in results:
-        assert r["stack"] == 0, r
+        assert r["stack"] <= CONV_SPILL_BYTES[arch], r
+    first = str(dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_K"), triton_conv.GPU_TILES[0][:3])))
+    assert all(r["stack"] == 0 for r in results if first in r["label"])
