@@ -35,6 +35,7 @@ from torch import Tensor
 
 from attngan_fast.ops import _backend, _checks, _layout
 from attngan_fast.ops import batch_norm as reference
+from attngan_fast.ops.triton._common import launches_on_input_device
 from attngan_fast.ops.triton.upsample_conv import cast_out
 
 _INT32_LIMIT = 2**31
@@ -354,6 +355,7 @@ def _merge_blocks(device: torch.device) -> tuple[int, int]:
     return (256, 16) if device.type == "cuda" else (64, 64)
 
 
+@launches_on_input_device
 def merge_partials(part: Tensor) -> tuple[Tensor, Tensor]:
     """3 x SPLIT x C partials (mean | M2 | count per split; float32 or float64) -> the mean and
     biased variance, C each, in part's dtype: groups of BLOCK_P merged per launch until one is
@@ -376,6 +378,7 @@ def merge_partials(part: Tensor) -> tuple[Tensor, Tensor]:
         part = dst
 
 
+@launches_on_input_device
 def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean and biased variance of dense x (``uses_triton_kernels(x)``), float32
     (float64 for float64 x): ``_stats_kernel`` partials, then ``merge_partials``."""
@@ -392,6 +395,7 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     return merge_partials(part)
 
 
+@launches_on_input_device
 def apply(
     x: Tensor,
     residual: Tensor | None,
@@ -427,6 +431,7 @@ def apply(
     return y
 
 
+@launches_on_input_device
 def batch_norm_act_forward(
     x: Tensor,
     residual: Tensor | None,
@@ -454,6 +459,7 @@ def batch_norm_act_forward(
     return y, empty, empty.clone()
 
 
+@launches_on_input_device
 def batch_norm_act_backward(
     grad_y: Tensor,
     x: Tensor,

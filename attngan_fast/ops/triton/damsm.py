@@ -36,6 +36,7 @@ from attngan_fast.ops.triton._common import (
     FP32_DOT_PRECISION,
     check_dtype,
     dot_block,
+    launches_on_input_device,
     resident_programs,
     single_config,
 )
@@ -324,6 +325,7 @@ def damsm_word_similarity_supported(device: torch.device) -> str | None:
     return None
 
 
+@launches_on_input_device
 def damsm_word_similarity_forward(
     img_local: Tensor, words: Tensor, cap_lens: Tensor, gamma1: float, gamma2: float
 ) -> Tensor:
@@ -358,6 +360,7 @@ def _caption_groups(batch: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(batch, per_group), per_group
 
 
+@launches_on_input_device
 def damsm_word_similarity_backward(
     grad_s: Tensor,
     img_local: Tensor,

@@ -34,6 +34,7 @@ import triton.language as tl
 from torch import Tensor
 
 from attngan_fast.ops import _backend, _layout, phase_conv
+from attngan_fast.ops.triton._common import launches_on_input_device
 
 _INT32_LIMIT = 2**31
 
@@ -325,12 +326,14 @@ def _forward(x: Tensor, weight: Tensor, stats: bool) -> tuple[Tensor, Tensor | N
     return y, flat[: 3 * used * cout].view(3, used, cout)
 
 
+@launches_on_input_device
 def upsample_conv3x3_forward(x: Tensor, weight: Tensor) -> Tensor:
     if not uses_triton_kernels(x, weight):
         return phase_conv.upsample_conv3x3_phase_forward(x, weight)
     return _forward(x, weight, stats=False)[0]
 
 
+@launches_on_input_device
 def upsample_conv3x3_forward_stats(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
     """(y, partial statistics of y: 3 x SPLIT x Cout float32, mean | M2 | count per tile) for
     ``uses_triton_kernels(x, weight)`` inputs; ``batch_norm.merge_partials`` reduces them."""
@@ -392,6 +395,7 @@ def _grad_weight(grad_y: Tensor, x: Tensor, weight: Tensor) -> Tensor:
     return phase_conv.fold_phase_weight_grad(grad_phase).to(weight.dtype)
 
 
+@launches_on_input_device
 def upsample_conv3x3_backward(
     grad_y: Tensor, x: Tensor, weight: Tensor, need_x: bool, need_weight: bool
 ) -> tuple[Tensor | None, Tensor | None]:

@@ -27,6 +27,7 @@ from attngan_fast.ops.triton._common import (
     dot_block,
     dot_f32_lhs,
     dot_f32_rhs,
+    launches_on_input_device,
     resident_programs,
     single_config,
 )
@@ -214,6 +215,7 @@ def _mask_arg(mask: Tensor | None, fallback: Tensor) -> Tensor:
     return fallback if mask is None else mask.view(torch.uint8)
 
 
+@launches_on_input_device
 def word_attention_forward(
     query: Tensor, source: Tensor, mask: Tensor | None, need_attn: bool, legacy_mask: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -257,6 +259,7 @@ def _split(batch: int, n: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(n, chunk), chunk
 
 
+@launches_on_input_device
 def word_attention_backward(
     grad_context: Tensor,
     grad_attn: Tensor | None,
