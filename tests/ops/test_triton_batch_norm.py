@@ -275,14 +275,17 @@ from attngan_fast.ops.triton import batch_norm as B
 FP32_PTRS = ("part_ptr", "w_ptr", "b_ptr", "mean_ptr", "var_ptr", "sums_ptr", "src_ptr", "dst_ptr")
 for dt in ("bf16", "fp32"):
     ptrs = dict({"*": dt}, **{name: "fp32" for name in FP32_PTRS})
-    for block_s, block_c in ((1024, 4), (32, 128)):  # NCHW-like and channels-last-like tiles
+    cuda = torch.device("cuda")
+    for ss in (1, 512):  # NCHW and channels-last tiles (512 channels, 64 x 64 x B pixels)
         for training in (True, False):
-            flags = dict(BLOCK_S=block_s, BLOCK_C=block_c, ACC=tl.float32, GLU=True,
-                         TRAINING=training, HAS_W=True, HAS_B=True, RTNE_BF16=False)
-            kernels = [B._grad_reduce_kernel, B._grad_apply_kernel]
+            kernels = [(B._grad_reduce_kernel, B.grad_blocks(4096, 512, ss, cuda)),
+                       (B._grad_apply_kernel, B.grad_blocks(4096, 512, ss, cuda))]
             if training:  # the forward kernels do not depend on the mode
-                kernels += [B._stats_kernel, B._apply_kernel]
-            for fn in kernels:
+                kernels += [(B._stats_kernel, B._blocks(4096, 512, ss, cuda)),
+                            (B._apply_kernel, B._blocks(4096, 512, ss, cuda))]
+            for fn, (block_s, block_c) in kernels:
+                flags = dict(BLOCK_S=block_s, BLOCK_C=block_c, ACC=tl.float32, GLU=True,
+                             TRAINING=training, HAS_W=True, HAS_B=True, RTNE_BF16=False)
                 consts = {k: v for k, v in flags.items() if k in fn.arg_names}
                 aot_compile(f"{fn.__name__} {dt} {block_s}x{block_c} training={training}", fn,
                             consts, ptrs, float_args=("eps", "inv_n"),

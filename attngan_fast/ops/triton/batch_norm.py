@@ -40,6 +40,11 @@ from attngan_fast.ops.triton.upsample_conv import cast_out
 
 _INT32_LIMIT = 2**31
 _TILE = 4096  # values per tile (per half for GLU)
+# The backward's channels-last tile. Triton before 3.8 gives the GLU backward's reduction about
+# twice the registers 3.8+ does: its 4096-value channels-last tile (32 x 128) spills 320-864
+# bytes a thread there (sm_90 and sm_80; none on 3.8+), a 32 x 64 tile none.
+_OLD_TRITON = tuple(int(p) for p in triton.__version__.split(".")[:2]) < (3, 8)
+_GRAD_TILE, _GRAD_MAX_C = (_TILE // 2, 64) if _OLD_TRITON else (_TILE, 128)
 _NUM_WARPS = 8  # 16 values per thread and tensor: no register spills on sm_90 (GLU backward)
 
 
@@ -314,8 +319,11 @@ def _view3(t: Tensor, rows: bool) -> tuple[int, int, int, int, int]:
     return t.shape[0], s, c * s, s, 1
 
 
-def _blocks(s: int, ch: int, ss: int, device: torch.device) -> tuple[int, int]:
-    """(BLOCK_S, BLOCK_C): long along the contiguous axis, about _TILE values per tile.
+def _blocks(
+    s: int, ch: int, ss: int, device: torch.device, tile: int = _TILE, max_c: int = 128
+) -> tuple[int, int]:
+    """(BLOCK_S, BLOCK_C): long along the contiguous axis, about ``tile`` values per tile, at most
+    ``max_c`` channels when they are the contiguous axis.
 
     The interpreter sums a tile's column one row after the other (numpy along axis 0), so on CPU
     tiles stay short (64 values along S) to keep fp32 reductions as accurate as a tree sum.
@@ -323,9 +331,17 @@ def _blocks(s: int, ch: int, ss: int, device: torch.device) -> tuple[int, int]:
     max_s = 1024 if device.type == "cuda" else 64
     if ss == 1:
         block_s = max(2, min(triton.next_power_of_2(s), max_s))
-        return block_s, max(2, min(triton.next_power_of_2(ch), _TILE // block_s))
-    block_c = max(2, min(triton.next_power_of_2(ch), 128))
-    return max(2, min(triton.next_power_of_2(s), _TILE // block_c, max_s)), block_c
+        return block_s, max(2, min(triton.next_power_of_2(ch), tile // block_s))
+    block_c = max(2, min(triton.next_power_of_2(ch), max_c))
+    return max(2, min(triton.next_power_of_2(s), tile // block_c, max_s)), block_c
+
+
+def grad_blocks(s: int, ch: int, ss: int, device: torch.device) -> tuple[int, int]:
+    """The backward kernels' (BLOCK_S, BLOCK_C): ``_blocks``, channels-last within
+    ``_GRAD_TILE`` values and ``_GRAD_MAX_C`` channels."""
+    if ss == 1:
+        return _blocks(s, ch, ss, device)
+    return _blocks(s, ch, ss, device, _GRAD_TILE, _GRAD_MAX_C)
 
 
 def _splits(tiles: int, cblocks: int, device: torch.device) -> tuple[int, int]:
@@ -489,7 +505,7 @@ def batch_norm_act_backward(
     rows = _rows(x)
     nb, s, sb, sc, ss = _view3(x, rows)
     _, _, sgb, sgc, sgs = _view3(grad_y, rows)
-    block_s, block_c = _blocks(s, ch, ss, x.device)
+    block_s, block_c = grad_blocks(s, ch, ss, x.device)
     n_stiles = triton.cdiv(s, block_s)
     cblocks = triton.cdiv(ch, block_c)
     split, per = _splits(nb * n_stiles, cblocks, x.device)
