@@ -4,6 +4,7 @@ On CPU the kernels run through the Triton interpreter (tests/conftest.py sets TR
 tiny odd shapes only. The ``gpu`` tests use G's real shapes.
 """
 
+import gpu_numerics
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ def _exact(x, weight, grad_y):
 
 def _check_against_torch(x, weight, grad_y):
     got = _run(x, weight, grad_y, "triton")
-    ref = _run(x, weight, grad_y, "torch")
+    ref = _run(*gpu_numerics.cudnn_operands(x, weight, grad_y), "torch")  # TF32 as cuDNN would
     exact = _exact(x, weight, grad_y)
     for name, g, r, e in zip(("y", "grad_x", "grad_weight"), got, ref, exact):
         assert g.dtype == x.dtype and g.shape == e.shape, name
@@ -70,7 +71,8 @@ def test_stride_zero_upstream_gradient():
     _check_against_torch(x, weight, grad_y)
 
 
-def test_only_weight_needs_grad():
+def test_only_weight_needs_grad(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # IEEE: against float64
     x = torch.randn(2, 3, 4, 5)
     weight = torch.randn(6, 3, 3, 3, requires_grad=True)
     y = ops.upsample_conv3x3(x, weight, backend="triton")

@@ -5,7 +5,9 @@ Precision policy: float32 operands go through ``tl.dot`` with ``FP32_DOT_PRECISI
 three TF32 tensor-core products, about float32 accuracy, where plain TF32 would miss the parity
 bar); a float32 operand multiplied by a bf16/fp16 one is split into a high and a low half of the
 low-precision type (two tensor-core products, about 16 mantissa bits) so that probabilities and
-gradients computed in float32 are not rounded to 8 bits before the product.
+gradients computed in float32 are not rounded to 8 bits before the product. The GPU's numerics
+(TF32 truncation, 3xTF32's split, approximate exp / sqrt / division) are emulated for the CPU
+parity tests by tests/ops/gpu_numerics.py (``ATTNGAN_FAST_GPU_NUMERICS=1``).
 """
 
 from __future__ import annotations

@@ -23,6 +23,12 @@ Kernels (accumulation in fp32; fp64 for fp64 x):
 * backward, pass 2 ``_grad_apply_kernel`` (training): grad_x = w invstd (dz - sum dz / N - xhat
   sum(dz xhat) / N).
 
+Precision: fp32 accumulation (fp64 for fp64 x); the per-channel statistics and ``invstd`` divide
+and take square roots correctly rounded (``tl.div_rn``, ``tl.sqrt_rn``: fp32 ``/`` and ``tl.sqrt``
+are approximate on the GPU, and a mean off by an ulp shows in the summed gradients; once per
+channel and tile, so free); the GLU gate's ``tl.sigmoid`` stays approximate (elementwise,
+within 2 units in the last place).
+
 Falls back to the torch backend for tensors of 2**31 elements or more (int32 offsets).
 """
 
@@ -70,6 +76,15 @@ def _tile(s0, c0, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, S, CH):
 
 
 @triton.jit
+def _div(x, y, ACC: tl.constexpr):
+    """x / y correctly rounded (fp32 ``/`` is approximate on the GPU; the statistics divide
+    once per channel and tile, so the exact division costs nothing measurable)."""
+    if ACC == tl.float32:
+        return tl.div_rn(x, y)
+    return x / y
+
+
+@triton.jit
 def _channel_params(
     mean_ptr, var_ptr, w_ptr, b_ptr, c, c_ok, eps,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACC: tl.constexpr,
@@ -77,7 +92,10 @@ def _channel_params(
     """(mean, invstd, weight, bias) of channels c; weight 1 and bias 0 when absent."""
     mean = tl.load(mean_ptr + c, mask=c_ok, other=0.0).to(ACC)
     var = tl.load(var_ptr + c, mask=c_ok, other=1.0).to(ACC)
-    invstd = 1.0 / tl.sqrt(var + eps)
+    if ACC == tl.float32:  # correctly rounded (tl.sqrt and / are approximate in fp32)
+        invstd = tl.div_rn(1.0, tl.sqrt_rn(var + eps))
+    else:
+        invstd = 1.0 / tl.sqrt(var + eps)
     weight = tl.full(c.shape, 1.0, ACC)
     if HAS_W:
         weight = tl.load(w_ptr + c, mask=c_ok, other=1.0).to(ACC)
@@ -119,13 +137,13 @@ def _stats_kernel(
         s, c, mask, c_ok = _tile(s0, c0, BLOCK_S, BLOCK_C, S, C)
         xt = _load(x_ptr, u // N_STILES, s, c, mask, sb, sc, ss, ACC)
         n_t = tl.minimum(S - s0, BLOCK_S).to(ACC)
-        mean_t = tl.sum(xt, axis=0) / n_t
+        mean_t = _div(tl.sum(xt, axis=0), n_t, ACC)
         d = tl.where(mask, xt - mean_t[None, :], 0.0)
         m2_t = tl.sum(d * d, axis=0)
         n_new = n + n_t
         delta = mean_t - mean
-        mean += delta * (n_t / n_new)
-        m2 += m2_t + delta * delta * (n * n_t / n_new)
+        mean += delta * _div(n_t, n_new, ACC)
+        m2 += m2_t + delta * delta * _div(n * n_t, n_new, ACC)
         n = n_new
     c = c0 + tl.arange(0, BLOCK_C)
     c_ok = c < C
@@ -153,12 +171,12 @@ def _merge_kernel(
     n_i = tl.load(src_ptr + 2 * SPLIT * C + offs, mask=ok, other=0.0).to(ACC)
     n = tl.sum(n_i, axis=0)
     n_safe = tl.where(n > 0, n, 1.0)  # lanes past C only
-    mean = tl.sum(n_i * mean_i, axis=0) / n_safe
+    mean = _div(tl.sum(n_i * mean_i, axis=0), n_safe, ACC)
     d = mean_i - mean[None, :]
     m2 = tl.sum(m2_i + n_i * d * d, axis=0)  # empty lanes: n_i = M2_i = 0
     if FINAL:
         tl.store(mean_ptr + c, mean, mask=c_ok)
-        tl.store(var_ptr + c, m2 / n_safe, mask=c_ok)
+        tl.store(var_ptr + c, _div(m2, n_safe, ACC), mask=c_ok)
     else:
         groups = tl.num_programs(0)
         tl.store(dst_ptr + g * C + c, mean, mask=c_ok)

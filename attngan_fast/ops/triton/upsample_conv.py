@@ -15,10 +15,13 @@ channels-last tensors both work (channels-last gives contiguous channel vectors,
   SPLIT_K deterministic slices (no atomics), summed and folded back to 3x3 by
   ``fold_phase_weight_grad``.
 
-Accumulation is fp32. ``tl.dot`` runs on tensor cores for bf16/fp16 (phase weights rounded to the
-input dtype: about 1.4x the reference's relative error, inside the 2x parity rule); for fp32 it
-uses TF32 exactly when ``torch.backends.cudnn.allow_tf32`` is on (so it matches what cuDNN does for
-the reference conv), else IEEE fp32.
+Precision: accumulation is fp32. ``tl.dot`` runs on tensor cores for bf16/fp16 (phase weights
+rounded to the input dtype: about 1.4x the reference's relative error, inside the 2x parity rule);
+for fp32 it uses TF32 exactly when ``torch.backends.cudnn.allow_tf32`` is on (PyTorch's default;
+what cuDNN does for the reference conv), else IEEE fp32. In TF32 both operands are first rounded
+to nearest (``_round_tf32``, as cuDNN's ``cvt.rna``): fed raw fp32 bits, the tensor cores truncate,
+which gave about 3x cuDNN's error under the GPU-numerics emulation (tests/ops/gpu_numerics.py).
+The epilogue statistics divide with ``tl.div_rn`` (fp32 ``/`` is approximate on the GPU).
 
 Fallback to path (a) (``phase_conv``: one cuDNN 2x2 conv + pixel shuffle): float64 inputs (the
 gradcheck dtype; fp64 ``tl.dot`` is not used) and tensors of 2**31 elements or more (int32
@@ -78,11 +81,23 @@ def cast_out(v, dtype: tl.constexpr, RTNE_BF16: tl.constexpr):
 
 
 @triton.jit
+def _round_tf32(x):
+    """fp32 ``x`` rounded to the nearest TF32 value, ties away from zero (``cvt.rna.tf32.f32``,
+    what cuBLAS / cuDNN do): the tensor cores would otherwise read the raw fp32 bits, a
+    truncation with about twice the error and a bias."""
+    bits = x.to(tl.uint32, bitcast=True)
+    return ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _mma(a, b, acc, PRECISION: tl.constexpr, DOT_F32: tl.constexpr):
     """acc + a @ b. DOT_F32 (interpreter only: its bf16 ``tl.dot`` reads raw bits) multiplies in
-    fp32, which is exact for bf16 products, as the tensor cores are."""
+    fp32, which is exact for bf16 products, as the tensor cores are. fp32 operands in TF32 are
+    rounded to nearest first (``_round_tf32``)."""
     if DOT_F32:
         acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    elif PRECISION == "tf32" and a.dtype == tl.float32:
+        acc = tl.dot(_round_tf32(a), _round_tf32(b), acc, input_precision="tf32")
     else:
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     return acc
@@ -173,7 +188,7 @@ def _forward_kernel(
     if STATS:
         v = tl.where(m_ok[:, None], out.to(tl.float32), 0.0)
         count = tl.sum(m_ok.to(tl.float32), axis=0)  # >= 1: every program has a valid pixel
-        mean = tl.sum(v, axis=0) / count
+        mean = tl.div_rn(tl.sum(v, axis=0), count)  # exact: fp32 / is approximate on GPUs
         d = tl.where(m_ok[:, None], v - mean[None, :], 0.0)
         splits = tl.num_programs(0)
         p_ptrs = part_ptr + tl.program_id(0) * N + n

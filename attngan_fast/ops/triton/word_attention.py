@@ -11,6 +11,12 @@ recomputes the probabilities from the saved lse, writes grad_query for its regio
 regions' contribution to grad_source (C x T) in registers; each program writes that partial sum
 to a B x SPLIT x C x T buffer that ``torch.sum`` reduces afterwards. Deterministic (no atomics),
 and the buffer is small because SPLIT is chosen to give only a few programs per SM.
+
+Precision (``_common``'s policy): fp32 inputs multiply in 3xTF32 (``tf32x3``, about fp32
+accuracy), bf16/fp16 inputs on the tensor cores with fp32 accumulation, fp32 probabilities and
+gradients times low-precision tiles split into two halves; softmax, log-sum-exp and division
+with the GPU's approximate ``tl.exp`` / ``/`` (within 2 units in the last place, exact for
+``exp(0)``: inside the parity budget under the GPU-numerics emulation).
 """
 
 from __future__ import annotations
