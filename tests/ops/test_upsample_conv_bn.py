@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from parity import assert_parity, assert_rel_parity
-from triton_aot import ARCHS, CONV_SPILL_BYTES, assert_fits, run_aot_script
+from triton_aot import ARCHS, assert_fits, run_aot_script
 
 from attngan_fast import ops
 from attngan_fast.ops import _layout
@@ -293,6 +293,9 @@ from attngan_fast.ops.triton import upsample_conv as U
 
 for dt in ("bf16", "fp32"):
     for cfg in U._forward_kernel.configs:
+        tile = (cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.kwargs["BLOCK_K"])
+        if dt == "fp32" and tile in U.TF32_SKIP:  # pruned by the autotuner
+            continue
         consts = dict(cfg.kwargs, PRECISION="tf32", DOT_F32=False, STATS=True, sxc=1, syc=1)
         aot_compile(f"forward+stats {dt} {cfg.kwargs}", U._forward_kernel.fn, consts,
                     {"*": dt, "part_ptr": "fp32"},
@@ -304,13 +307,10 @@ for dt in ("bf16", "fp32"):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_epilogue_kernel_compiles_for_gpu_without_spills(arch):
-    """The conv kernel with the statistics epilogue, every autotune config, both dtypes: fits an
-    H100 and an A100 block; spills no registers on sm_90, a few bytes on sm_80 (fp32, BLOCK_K
-    64: benchmarks/NOTES.md) but none in the first config."""
+    """The conv kernel with the statistics epilogue, every autotune config (fp32: TF32_SKIP
+    pruned), both dtypes: fits an H100 and an A100 block and spills no registers."""
     results = run_aot_script(AOT_SCRIPT, arch)
-    assert len(results) == 2 * len(triton_conv.GPU_TILES)
+    assert len(results) == 2 * len(triton_conv.GPU_TILES) - len(triton_conv.TF32_SKIP)
     assert_fits(results, arch)
     for r in results:
-        assert r["stack"] <= CONV_SPILL_BYTES[arch], r
-    first = str(dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_K"), triton_conv.GPU_TILES[0][:3])))
-    assert all(r["stack"] == 0 for r in results if first in r["label"])
+        assert r["stack"] == 0, r

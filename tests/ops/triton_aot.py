@@ -75,9 +75,6 @@ EPILOGUE = "\nprint(json.dumps(RESULTS))\n"
 ARCHS = (90, 80)  # the GPUs the checks compile for: H100, A100
 MAX_SHARED = {90: 227 * 1024, 80: 163 * 1024}  # bytes of shared memory one block may use
 MAX_REGS = 255
-# Bytes a thread of the conv kernels (upsample_conv) may spill: none on sm_90; on sm_80 the fp32
-# tiles with BLOCK_K 64 spill 8-48 bytes (benchmarks/NOTES.md), the autotuner's first config none.
-CONV_SPILL_BYTES = {90: 0, 80: 64}
 
 
 def run_aot_script(body: str, arch: int = 90) -> list[dict]:
