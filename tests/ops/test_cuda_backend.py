@@ -178,6 +178,22 @@ def test_word_attention_stride0_gradient_and_non_contiguous_inputs():
         out.extend([context.detach(), *torch.autograd.grad(context, (q, s), grad)])
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+    # query has its channels innermost (as a flattened channels-last map): used in place, and
+    # context and grad_query come back in its layout
+    assert got[0].stride() == query.stride() and got[1].stride() == query.stride()
+
+
+@gpu
+def test_word_attention_channels_last_opcheck():
+    feature_map = torch.randn(3, 5, 6, 7, device="cuda").contiguous(
+        memory_format=torch.channels_last
+    )
+    query = feature_map.reshape(3, 5, 42).requires_grad_()
+    source = torch.randn(3, 5, 7, device="cuda", requires_grad=True)
+    mask = _wa_mask(3, 7, "random", "cuda")
+    torch.library.opcheck(
+        torch.ops.attngan_fast.word_attention.default, (query, source, mask, True, False, "cuda")
+    )
 
 
 @gpu
