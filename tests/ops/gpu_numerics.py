@@ -76,12 +76,13 @@ def perturb_ulps(y: np.ndarray, max_ulps: int = 2) -> np.ndarray:
 
 
 def cudnn_operands(*tensors):
-    """The operands a GPU's cuDNN convolution multiplies under this emulation: fp32 tensors
-    rounded to TF32 (``cvt.rna``) when ``torch.backends.cudnn.allow_tf32`` (PyTorch's default),
-    for the same-dtype torch reference of a TF32 kernel; unchanged otherwise."""
+    """The operands a GPU's cuDNN convolution multiplies, for the same-dtype torch reference of a
+    TF32 kernel run by the interpreter: fp32 CPU tensors rounded to TF32 (``cvt.rna``) when
+    ``torch.backends.cudnn.allow_tf32`` (PyTorch's default); unchanged otherwise (on a GPU
+    cuDNN rounds them itself)."""
     import torch
 
-    if not (_active and torch.backends.cudnn.allow_tf32):
+    if not torch.backends.cudnn.allow_tf32 or any(t.is_cuda for t in tensors):
         return tensors
     return tuple(
         torch.from_numpy(tf32_round(t.detach().numpy())).requires_grad_(t.requires_grad)

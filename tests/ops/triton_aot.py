@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 import pytest
+import triton
 
 PRELUDE = r'''
 import json, os, re, subprocess, tempfile
@@ -73,6 +74,10 @@ def autotune_options(config):
 EPILOGUE = "\nprint(json.dumps(RESULTS))\n"
 
 ARCHS = (90, 80)  # the GPUs the checks compile for: H100, A100
+# Spill bytes a thread may have where a test asks for none: none under the newest Triton; one
+# register pair (8 bytes, L1-resident) under the older releases CI also runs (3.6, 3.8), whose
+# register allocators spill that much in a few configs (benchmarks/NOTES.md, "Triton versions").
+SPILL_SLACK = 0 if tuple(int(p) for p in triton.__version__.split(".")[:2]) >= (3, 9) else 8
 MAX_SHARED = {90: 227 * 1024, 80: 163 * 1024}  # bytes of shared memory one block may use
 MAX_REGS = 255
 
