@@ -23,6 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 source tools/ci_lib.sh
+unset PYTHONPATH  # what is checked is what got installed; set below where wanted
 
 TORCH_CUDA_VERSION=${TORCH_CUDA_VERSION:-2.14.1}
 CI_ARCHS=${CI_ARCHS:-9.0+PTX}

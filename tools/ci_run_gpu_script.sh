@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 source tools/ci_lib.sh
+unset PYTHONPATH  # what is checked is what got installed; set below where wanted
 START=$SECONDS
 
 ci_step "venv without pyyaml / pillow, and a folder of wheels"
