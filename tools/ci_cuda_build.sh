@@ -134,4 +134,7 @@ else
   echo "built in $((SECONDS - start)) s"
 fi
 ci_done
+# the cache keeps the current key only (a key per change of the inputs would pile up)
+find "$CI_CACHE/cuda-wheel" "$CI_CACHE/cuda-first-use" -mindepth 1 -maxdepth 1 \
+  ! -name "$KEY" ! -name "$KEY.*" -exec rm -rf {} +
 echo "ci_cuda_build: all steps passed ($((SECONDS - START)) s)"
