@@ -225,11 +225,11 @@ def _round_kernel(x_ptr, out_ptr):
 
 def test_tf32_rounding_is_to_nearest_ties_away():
     """The fp32 operands of a TF32 product are rounded as cuDNN's cvt.rna, not truncated."""
-    x = torch.randn(1024) * 1e3
+    x = torch.randn(1024, device=DEVICE) * 1e3
     x[:4] = torch.tensor([1 + 2**-11, -(1 + 2**-11), float("inf"), 3.0])
     out = torch.empty_like(x)
     _round_kernel[(1,)](x, out)
-    np.testing.assert_array_equal(out.numpy(), gpu_numerics.tf32_round(x.numpy()))
+    np.testing.assert_array_equal(out.cpu().numpy(), gpu_numerics.tf32_round(x.cpu().numpy()))
     assert out[0] == 1 + 2**-10 and out[1] == -(1 + 2**-10) and out[3] == 3.0
 
 
