@@ -8,7 +8,6 @@ tools/ci_cuda_build.sh; here ``torch.utils.cpp_extension.load`` is replaced by a
 from __future__ import annotations
 
 import logging
-import os
 import stat
 import types
 from pathlib import Path
@@ -132,7 +131,7 @@ def test_nvcc_wrapper_on_path_leads_to_the_real_toolkit(monkeypatch, tmp_path):
         script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.delenv("CUDA_HOME", raising=False)
     monkeypatch.delenv("CUDA_PATH", raising=False)
-    monkeypatch.setenv("PATH", f"{wrappers}{os.pathsep}/usr/bin:/bin")
+    monkeypatch.setenv("PATH", str(wrappers))  # the scripts call nothing through PATH
     home, how = cuda_build.find_cuda_home()
     assert home == toolkit and "nvcc on PATH" in how
 
@@ -145,7 +144,7 @@ def test_torchs_guess_is_the_last_resort(monkeypatch, tmp_path):
     (toolkit / "include" / "cuda_runtime.h").write_text("")
     monkeypatch.delenv("CUDA_HOME", raising=False)
     monkeypatch.delenv("CUDA_PATH", raising=False)
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-nvcc-here"))
     monkeypatch.setattr(cpp, "CUDA_HOME", str(toolkit))
     assert cuda_build.find_cuda_home() == (toolkit, "torch.utils.cpp_extension.CUDA_HOME")
 
