@@ -155,7 +155,9 @@ def synthetic_batch(
     generator: torch.Generator | None = None,
 ) -> Batch:
     """A random batch shaped like the data loader's: images in [-1, 1] per branch, captions of
-    1..WORDS_NUM random non-zero word indices (0-padded), one class per sample."""
+    1..WORDS_NUM random non-zero word indices (0-padded), one class per sample. Everything is on
+    ``device`` but ``cap_lens``, which stays on the CPU as the loader's does (the text encoder
+    packs the captions by it without a device synchronisation)."""
     words_num = cfg.TEXT.WORDS_NUM
     sizes = [cfg.TREE.BASE_SIZE * 2**i for i in range(cfg.TREE.BRANCH_NUM)]
     images = [torch.rand(batch_size, 3, s, s, generator=generator) * 2 - 1 for s in sizes]
@@ -167,7 +169,7 @@ def synthetic_batch(
     return Batch(
         images=[img.to(device) for img in images],
         captions=captions.to(device),
-        cap_lens=cap_lens.to(device),
+        cap_lens=cap_lens,
         class_ids=torch.arange(batch_size, device=device),
         keys=[f"synthetic_{i}" for i in range(batch_size)],
         order=torch.arange(batch_size),
@@ -187,7 +189,9 @@ def gan_train_step(state: GanState, batch: Batch) -> dict[str, float]:
     """One iteration on ``batch`` (a ``data.Batch``, on any device); returns the losses as floats.
 
     Keys: ``errD{i}`` per D, ``g_loss{i}`` per stage, ``w_loss``, ``s_loss`` (LAMBDA-weighted
-    DAMSM terms), ``kl_loss``, ``errG_total``. One host synchronisation (reading the losses).
+    DAMSM terms), ``kl_loss``, ``errG_total``. One host synchronisation (reading the losses)
+    when ``batch.cap_lens`` is on the CPU, as the loader gives it: the text encoder packs the
+    captions by that copy, and the DAMSM loss checks the device copy on the device.
     """
     cfg, device = state.cfg, state.device
     memory_format = torch.channels_last if state.channels_last else torch.contiguous_format
@@ -195,7 +199,7 @@ def gan_train_step(state: GanState, batch: Batch) -> dict[str, float]:
     captions = batch.captions.to(device)
     cap_lens = batch.cap_lens.to(device)
     class_ids = batch.class_ids.to(device) if batch.class_ids is not None else None
-    words_embs, sent_emb, mask = embed_captions(state.text_encoder, captions, cap_lens)
+    words_embs, sent_emb, mask = embed_captions(state.text_encoder, captions, batch.cap_lens)
     noise = torch.randn(captions.shape[0], cfg.GAN.Z_DIM, device=device)
 
     with autocast(state.precision, device):
