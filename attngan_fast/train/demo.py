@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from attngan_fast.config import config_from_dict, preset
-from attngan_fast.data.synth_birds import make_synth_birds
+from attngan_fast.data.synth_birds import VARIETIES, make_synth_birds
 from attngan_fast.train.gan_trainer import GanTrainOptions, train_gan
 from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
 from attngan_fast.train.run_dir import load_vocab
@@ -52,6 +52,7 @@ class DemoSettings:
 
     n_train: int = 2000
     n_test: int = 200
+    variety: str = "full"  # SynthBirds variety: "full" or "simple" (data.synth_birds.VARIETIES)
     image_size: int = 128
     embedding_dim: int = 64
     damsm_steps: int = 300
@@ -139,8 +140,9 @@ def run_demo(
     data = out / "data"
     if not (data / "attributes.json").is_file():
         make_synth_birds(
-            data, s.n_train, s.n_test, seed=seed, image_size=s.image_size, overwrite=True
-        )
+            data, s.n_train, s.n_test, seed=seed, image_size=s.image_size,
+            variety=VARIETIES[s.variety], overwrite=True,
+        )  # fmt: skip
     timings["data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
