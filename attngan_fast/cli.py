@@ -111,8 +111,9 @@ def _add_run_args(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="fp32, or autocast mixed precision (fp16 uses a gradient scaler; GPU only)",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        help="fp32, or autocast mixed precision (fp16 uses a gradient scaler; GPU only); auto: "
+        "bf16 where the GPU or CPU computes bf16 natively (AVX-512 BF16 / AMX), else fp32",
     )
     p.add_argument("--workers", type=int_in(0, 256), default=0, help="data loading processes")
     p.add_argument("--seed", type=SEED, default=100, help="random seed (same seed, same run)")

@@ -33,6 +33,32 @@ from attngan_fast.ops import _checks
 
 _CL = torch.channels_last
 
+# --- the CPU's capabilities -------------------------------------------------------------------
+
+
+def _cpuinfo_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16() -> bool:
+    """True when this CPU computes bf16 dot products natively (AVX-512 BF16 or AMX-BF16), so that
+    oneDNN runs bf16 convolutions and matmuls faster than fp32 ones. Elsewhere bf16 is emulated
+    (converted to fp32 and back) and slower than fp32."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:  # an older or newer torch without these private probes
+        flags = _cpuinfo_flags()
+        return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
 # --- backend functions (contract of attngan_fast.ops.batch_norm) ------------------------------
 
 

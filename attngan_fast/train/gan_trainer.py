@@ -25,7 +25,7 @@ import math
 import random
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ from attngan_fast.train.distributed import (
 )
 from attngan_fast.train.encoders import image_encoder_path, load_encoders
 from attngan_fast.train.gan_step import GanState, build_gan_state, gan_train_step
-from attngan_fast.train.progress import ProgressLogger, truncate_metrics
+from attngan_fast.train.precision import resolve_precision
+from attngan_fast.train.progress import ProgressLogger, device_summary, truncate_metrics
 from attngan_fast.train.run_dir import (
     RunFiles,
     claim_output_dir,
@@ -366,6 +367,10 @@ def check_options(opts: GanTrainOptions) -> None:
 
 def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
     check_options(opts)
+    precision, note = resolve_precision(opts.precision, info.device)
+    if note and info.is_main:
+        print(note, flush=True)
+    opts = replace(opts, precision=precision)
     files = RunFiles(Path(opts.out_dir))
     stale = claim_output_dir(
         files.root, files.outputs(), "a training run", overwrite=opts.overwrite,
@@ -446,6 +451,7 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
     logger = ProgressLogger(
         files.metrics, max_steps, state.step, batch_size * info.world_size,
         enabled=info.is_main, show_bar=opts.progress,
+        desc=f"train [{device_summary(state.device, state.precision)}]",
     )  # fmt: skip
     try:
         while state.step < max_steps and epoch < max_epochs:
