@@ -255,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm in the Ds (multi-GPU)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile G, the Ds and the image encoder (the first step compiles; its time "
+        "is printed)",
+    )
+    p.add_argument(
         "--legacy-mask",
         action="store_true",
         help="the original's misaligned attention mask (issue #93), for its checkpoints",
@@ -380,7 +386,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             max_epochs=args.epochs, max_steps=args.steps, checkpoint_every=args.checkpoint_every,
             sample_every=args.sample_every, log_every=args.log_every,
             sample_captions=args.sample_captions, workers=args.workers, resume=args.resume,
-            sync_bn=args.sync_bn, channels_last=args.channels_last,
+            sync_bn=args.sync_bn, channels_last=args.channels_last, compile=args.compile,
             original_damsm_loop=args.original_damsm_loop, legacy_mask=args.legacy_mask,
             ema_decay=args.ema_decay, progress=not args.no_progress, overwrite=args.overwrite,
         ),
@@ -422,7 +428,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from attngan_fast.train.demo import demo_settings, run_demo, serve_command
+    from attngan_fast.train.demo import closing_message, demo_settings, run_demo
 
     size = "tiny" if args.tiny else args.size
     outputs = run_demo(
@@ -438,10 +444,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"{100 * record['attribute_accuracy']:.1f} % (chance 10 %; the classifier scores "
             f"{100 * record['classifier_held_out_accuracy']:.1f} % on real test images)"
         )
-    print(f"pictures: {outputs['colours']} and {outputs['generated']}/; samples during "
-          f"training: {outputs['gan']}/samples/")  # fmt: skip
-    print('type captions in a web page (needs pip install "attngan-fast[serve]"):\n    '
-          + serve_command(outputs["gan"]))  # fmt: skip
+    print(closing_message(outputs), end="")
     return 0
 
 

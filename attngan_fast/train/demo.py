@@ -294,6 +294,33 @@ def serve_command(run_dir: str | Path) -> str:
     return f"attngan-fast serve {shlex.quote(str(run_dir))}"
 
 
+def closing_message(outputs: dict[str, Path]) -> str:
+    """What the demo wrote and the commands to try next (the end of ``attngan-fast demo``)."""
+    gan = shlex.quote(str(outputs["gan"]))
+    rows = [
+        (outputs["colours"], "one row per caption, one colour word changed per row"),
+        (outputs["generated"], "every stage's image and the word-attention figure of 4 captions"),
+        (Path(outputs["gan"]) / "samples", "sample grids written during training"),
+        (Path(outputs["gan"]) / "Model" / "netG.pth", "the generator (its EMA weights)"),
+        (outputs["damsm"], "the DAMSM text and image encoders"),
+        (outputs["timings"], "the time each phase took"),
+    ]
+    if "attribute_accuracy" in outputs:
+        rows.append((outputs["attribute_accuracy"], "the attribute accuracy and its details"))
+    width = max(len(str(path)) for path, _ in rows)
+    lines = ["The demo wrote:"] + [f"  {str(path):<{width}}  {what}" for path, what in rows]
+    lines += [
+        "Next, try:",
+        f'  attngan-fast generate --checkpoint {gan} "this bird has a green body and red wings"',
+        f"  attngan-fast eval r-precision --checkpoint {gan} --n-images 200 --candidates 20 "
+        "--folds 2",
+        f"  attngan-fast eval attributes --checkpoint {gan}",
+        '  type captions in a web page (needs pip install "attngan-fast[serve]"):',
+        f"  {serve_command(outputs['gan'])}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def scaled(settings: DemoSettings, **changes: object) -> DemoSettings:
     """``settings`` with some fields changed (for experiments and tests)."""
     return replace(settings, **changes)

@@ -65,7 +65,10 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     ):  # fmt: skip
         assert (out / rel).is_file(), rel
     assert list((out / "generated").rglob("*_attention.png"))
-    assert capsys.readouterr().out.endswith(f"attngan-fast serve {out / 'gan'}\n")
+    printed = capsys.readouterr().out
+    assert printed.endswith(f"attngan-fast serve {out / 'gan'}\n")
+    assert "The demo wrote:" in printed and str(out / "colours.png") in printed
+    assert f"attngan-fast generate --checkpoint {out / 'gan'} " in printed
     gen = tmp_path / "gen"
     code = cli.main(
         ["generate", "--checkpoint", str(out / "gan"), "--out", str(gen), "--device", "cpu",
