@@ -26,10 +26,14 @@ during and after) are printed.
 
 Library variants (``--variants``, comma-separated):
 
-* ``fp32``  -- the library as a user runs it today: automatic backends, fp32, NCHW;
-* ``bf16``  -- the same under bf16 autocast;
+* ``before`` -- the library before its CPU path: automatic backends (the ``torch`` reference on
+  CPU), fp32, NCHW, PyTorch's default (per-tensor) Adam;
+* ``fp32``  -- the library's defaults: as ``before`` with the fused Adam;
+* ``bf16``, ``bf16-cl`` -- ``fp32`` under bf16 autocast, in NCHW / channels-last;
 * ``fast``  -- the CPU fast path: the CPU op implementations of ``attngan_fast.ops.cpu``, bf16
-  autocast where the CPU has native bf16 (fp32 otherwise), channels-last.
+  autocast where the CPU has native bf16 (fp32 otherwise), channels-last, fused Adam;
+* ``fast-compile`` -- ``fast`` with G, the Ds and the image encoder compiled by inductor (C++);
+  the compilation is in the warm-up line.
 """
 
 from __future__ import annotations
@@ -125,10 +129,11 @@ def _configure_original(cfg, batch: int) -> None:
     cfg.TEXT.EMBEDDING_DIM, cfg.TEXT.WORDS_NUM = 256, WORDS_NUM
 
 
-def random_batch(batch: int, seed: int = 0) -> dict:
+def random_batch(batch: int, seed: int = 0, stages: int = 3) -> dict:
     """Images 64/128/256 in [-1, 1], captions B x 18 sorted by length (longest first)."""
     g = torch.Generator().manual_seed(seed)
-    images = [torch.rand(batch, 3, s, s, generator=g) * 2 - 1 for s in (64, 128, 256)]
+    sizes = (64, 128, 256)[:stages]
+    images = [torch.rand(batch, 3, s, s, generator=g) * 2 - 1 for s in sizes]
     lens = torch.randint(8, WORDS_NUM + 1, (batch,), generator=g)
     lens[0] = WORDS_NUM
     lens = lens.sort(descending=True).values
@@ -215,24 +220,56 @@ def original_runner(original: Path, batch: int, tmp: Path) -> Runner:
     return Runner(step, modules, damsm, optimizers)
 
 
-def library_runner(variant: str, batch: int) -> Runner:
+def demo_config(batch: int):
+    """The GAN config and small image encoder of ``attngan-fast demo`` (cpu sizes)."""
+    from attngan_fast.config import config_from_dict, preset
+    from attngan_fast.models import SmallImageEncoder
+    from attngan_fast.train.demo import demo_settings
+
+    s = demo_settings("cpu")
+    cfg = config_from_dict(
+        {
+            "TREE": {"BRANCH_NUM": s.branches},
+            "GAN": {"GF_DIM": s.ngf, "DF_DIM": s.ndf, "R_NUM": s.r_num},
+            "TEXT": {"EMBEDDING_DIM": s.embedding_dim},
+            "TRAIN": {"BATCH_SIZE": batch, "SMOOTH": {"LAMBDA": s.lambda_}},
+        },
+        preset("birds"),
+    )
+    return cfg, SmallImageEncoder(s.embedding_dim, ndf=s.small_ndf, image_size=s.small_size)
+
+
+def library_runner(variant: str, batch: int, config: str = "birds") -> Runner:
     """Build this library's GAN state for ``variant``; returns its ``gan_train_step``."""
     from attngan_fast.config import config_from_dict, preset
     from attngan_fast.data.dataset import Batch
-    from attngan_fast.train.gan_step import build_gan_state, gan_train_step
+    from attngan_fast.train.gan_step import build_gan_state, compile_models, gan_train_step
 
-    cfg = config_from_dict({"TRAIN": {"BATCH_SIZE": batch}}, preset("birds"))
+    kwargs = {}
+    if config == "demo":
+        cfg, kwargs["image_encoder"] = demo_config(batch)
+    else:
+        cfg = config_from_dict({"TRAIN": {"BATCH_SIZE": batch}}, preset("birds"))
     precision, channels_last, cpu_ops = "fp32", False, False
-    if variant == "bf16":
+    if variant == "bf16" or variant == "bf16-cl":
+        channels_last = variant == "bf16-cl"
         precision = "bf16"
-    elif variant == "fast":
+    elif variant in ("fast", "fast-compile"):
         from attngan_fast.ops import cpu
 
         precision = "bf16" if cpu.native_bf16() else "fp32"
         channels_last, cpu_ops = True, True
-    elif variant != "fp32":
+    elif variant not in ("fp32", "before"):
         raise SystemExit(f"unknown library variant {variant!r}")
-    state = build_gan_state(cfg, VOCAB, "cpu", precision, channels_last=channels_last)
+    state = build_gan_state(cfg, VOCAB, "cpu", precision, channels_last=channels_last, **kwargs)
+    if variant == "fast-compile":
+        compile_models(state)
+    if variant == "before":  # the Adam of the library before the CPU path: PyTorch's default loop
+        adam = {"betas": (0.5, 0.999), "fused": None}
+        state.optimizer_g = torch.optim.Adam(state.generator.parameters(), lr=2e-4, **adam)
+        state.optimizers_d = [
+            torch.optim.Adam(d.parameters(), lr=2e-4, **adam) for d in state.discriminators
+        ]
 
     def step(data: dict) -> float:
         b = Batch(
@@ -267,19 +304,30 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--variants", default="fp32", help="library variants: fp32,bf16,fast")
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument(
+        "--config",
+        choices=["birds", "demo"],
+        default="birds",
+        help="birds: the original's birds config; demo: the CPU demo's GAN (2 stages, ngf 8, "
+        "small image encoder; library only, batch 16 unless --batch)",
+    )
     args = p.parse_args(argv)
+    if args.config == "demo" and args.original is not None:
+        raise SystemExit("--config demo times the library only (the original has no such model)")
 
     threads = args.threads or int(os.environ.get("OMP_NUM_THREADS", "2"))
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    data = random_batch(args.batch)
+    if args.config == "demo" and "--batch" not in (argv or sys.argv):
+        args.batch = 16
+    data = random_batch(args.batch, stages=2 if args.config == "demo" else 3)
     runners: dict[str, Callable[[dict], float]] = {}
     tmp = Path(tempfile.mkdtemp(prefix="attngan_original_"))
     try:
         if args.original is not None:
             runners["original"] = original_runner(args.original.resolve(), args.batch, tmp).step
         for v in [v.strip() for v in args.variants.split(",") if v.strip()]:
-            runners[f"library {v}"] = library_runner(v, args.batch).step
+            runners[f"library {v}"] = library_runner(v, args.batch, args.config).step
         for name, fn in runners.items():
             t0 = time.perf_counter()
             for _ in range(args.warmup):
@@ -303,13 +351,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     medians = {n: statistics.median(t) for n, t in times.items()}
     result = {
-        "batch": args.batch, "threads": torch.get_num_threads(), "repeats": args.repeats,
+        "config": args.config, "batch": args.batch, "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
         "load_before": load_before, "load_after": load_after, "seconds": times,
         "median_s": medians, "cpu_seconds": cpu_times,
         "median_cpu_s": {n: statistics.median(t) for n, t in cpu_times.items()},
     }  # fmt: skip
-    print(f"\nbirds config, batch {args.batch}, {result['threads']} threads, "
+    print(f"\n{args.config} config, batch {args.batch}, {result['threads']} threads, "
           f"{args.repeats} alternating repeats; load average before {load_before[0]:.2f}, "
           f"after {load_after[0]:.2f}")  # fmt: skip
     base = medians.get("original")
