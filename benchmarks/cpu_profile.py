@@ -81,16 +81,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--config", choices=["birds", "demo"], default="birds")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data = random_batch(args.batch)
+    data = random_batch(args.batch, stages=2 if args.config == "demo" else 3)
     tmp = Path(tempfile.mkdtemp(prefix="attngan_original_"))
     runners: dict[str, Runner] = {}
     try:
         if args.original is not None:
             runners["original"] = original_runner(args.original.resolve(), args.batch, tmp)
         for v in [v.strip() for v in args.variants.split(",") if v.strip()]:
-            runners[f"library {v}"] = library_runner(v, args.batch)
+            runners[f"library {v}"] = library_runner(v, args.batch, args.config)
         results = {name: profile_runner(r, data, args.top) for name, r in runners.items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

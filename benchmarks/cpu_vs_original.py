@@ -30,6 +30,8 @@ Library variants (``--variants``, comma-separated):
   CPU), fp32, NCHW, PyTorch's default (per-tensor) Adam;
 * ``fp32``  -- the library's defaults: as ``before`` with the fused Adam;
 * ``bf16``, ``bf16-cl`` -- ``fp32`` under bf16 autocast, in NCHW / channels-last;
+* ``cpu-fp32``, ``cpu-fp32-cl`` -- the CPU op implementations of ``attngan_fast.ops.cpu`` and
+  the fused Adam in fp32, NCHW / channels-last;
 * ``fast``  -- the CPU fast path: the CPU op implementations of ``attngan_fast.ops.cpu``, bf16
   autocast where the CPU has native bf16 (fp32 otherwise), channels-last, fused Adam;
 * ``fast-compile`` -- ``fast`` with G, the Ds and the image encoder compiled by inductor (C++);
@@ -254,6 +256,8 @@ def library_runner(variant: str, batch: int, config: str = "birds") -> Runner:
     if variant == "bf16" or variant == "bf16-cl":
         channels_last = variant == "bf16-cl"
         precision = "bf16"
+    elif variant in ("cpu-fp32", "cpu-fp32-cl"):
+        channels_last, cpu_ops = variant == "cpu-fp32-cl", True
     elif variant in ("fast", "fast-compile"):
         from attngan_fast.ops import cpu
 
