@@ -71,7 +71,9 @@ class DemoSettings:
     lambda_: float = 5.0
     ema_decay: float = 0.99
     sample_every: int = 250
-    precision: str = "auto"  # bf16 where the CPU / GPU computes it natively, else fp32
+    # fp32 on the CPU: at these widths (ngf 8) oneDNN's bf16 convolutions on small maps are
+    # slower than fp32 even with AMX (benchmarks/NOTES.md, "CPU path"); bf16 on the GPU.
+    precision: str = "fp32"
     channels_last: bool = True
     classifier_epochs: int = 6
     eval_captions_per_image: int = 2
