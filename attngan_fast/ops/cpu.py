@@ -223,9 +223,10 @@ def upsample_conv3x3(x: Tensor, weight: Tensor, *, backend: str | None = None) -
     """Nearest x2 upsample then oneDNN's 3x3 convolution: B x Cout x 2H x 2W.
 
     On the CPU the four-phase form (2x2 convolutions with 4 Cout outputs at the input
-    resolution, then an interleave) is slower than this, although it does 16 / 36 of the
-    multiply-adds: oneDNN's 3x3 kernels are far more efficient than its 2x2 ones with a padded
-    output, and the interleave is a full extra pass (measured in ``benchmarks/NOTES.md``).
+    resolution, then an interleave) does 16 / 36 of the multiply-adds but is 1.7x slower in
+    channels-last (the fast path's layout) and 6x in bf16: oneDNN's 2x2 kernels with a padded
+    output plus the interleave pass lose to its 3x3 kernel; only in fp32 NCHW is it 15 % faster
+    (measured in ``benchmarks/NOTES.md``, "CPU path").
     """
     if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
