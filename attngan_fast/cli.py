@@ -446,17 +446,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def delegate(name: str, argv: Sequence[str]) -> int:
-    """Run ``DELEGATED[name].main(argv)``, or explain that the module is not there."""
+    """Run ``DELEGATED[name].main(argv)``.
+
+    Every delegated module ships with the package, so a missing one means a broken installation
+    (an AttnGanError saying so, exit status 1); a missing optional dependency inside it is that
+    module's own error to explain.
+    """
     module = DELEGATED[name]
     try:
         target = importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name is not None and module.startswith(exc.name):
-            print(
-                f"{PROG} {name}: not available yet in this installation ({module} is missing)",
-                file=sys.stderr,
-            )
-            return 2
+            raise AttnGanError(
+                f"this installation of attngan-fast is broken: {module} is missing; "
+                "reinstall it (pip install --force-reinstall attngan-fast)"
+            ) from None
         raise
     return int(target.main(list(argv)) or 0)
 
