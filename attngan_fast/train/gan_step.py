@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from attngan_fast import losses
 from attngan_fast.config import Config
 from attngan_fast.data.dataset import Batch
+from attngan_fast.errors import UsageError
 from attngan_fast.runtime.generation import embed_captions
 from attngan_fast.runtime.networks import (
     EncoderSpec,
@@ -100,7 +101,7 @@ def build_gan_state(
     check_precision(precision, device)
     dist = dist or DistInfo(device=device)
     if sync_bn and dist.enabled and device.type != "cuda":
-        raise ValueError("--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
+        raise UsageError("--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
     if text_encoder is None or image_encoder is None:
         spec = EncoderSpec.from_config(
             cfg,
