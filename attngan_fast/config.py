@@ -37,7 +37,8 @@ class TreeConfig:
 
 @dataclass
 class SmoothConfig:
-    """DAMSM smoothing factors (spec section 4) and LAMBDA, the DAMSM weight in G's loss."""
+    """DAMSM smoothing factors GAMMA1-3 (gamma1-3 of Xu et al., CVPR 2018) and LAMBDA, the DAMSM
+    weight in G's loss."""
 
     GAMMA1: float = 5.0
     GAMMA2: float = 5.0

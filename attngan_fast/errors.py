@@ -5,10 +5,12 @@ and exits with ``exit_code``: 2 for a usage error, 1 for a failure while running
     AttnGanError                 base; exit 1
     ├── UsageError(ValueError)   a value out of range, options that do not fit together; exit 2
     │   └── OutputExistsError(FileExistsError)  the output folder holds a run (--resume/--overwrite)
-    └── FileFormatError(ValueError)  a file that cannot be read or does not hold what it should
+    ├── FileFormatError(ValueError)  a file that cannot be read or does not hold what it should
+    └── NonFiniteLossError(RuntimeError)  training diverged: a loss became NaN or infinite
+        └── NonFiniteWeightsError      a weight became NaN or infinite (found before a save)
 
-``attngan_fast.config.ConfigError`` is a ``UsageError``; ``NonFiniteLossError`` (training
-diverged) is an ``AttnGanError``. The built-in bases keep ``except ValueError`` code working.
+``attngan_fast.config.ConfigError`` is a ``UsageError``. The built-in bases keep
+``except ValueError`` / ``except RuntimeError`` code working.
 """
 
 from __future__ import annotations
@@ -33,3 +35,12 @@ class OutputExistsError(UsageError, FileExistsError):
 
 class FileFormatError(AttnGanError, ValueError):
     """A file cannot be read, or does not hold what it should; the message names the file."""
+
+
+class NonFiniteLossError(AttnGanError, RuntimeError):
+    """A loss became NaN or infinite; the message names it, the step and the kept checkpoint."""
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """A weight became NaN or infinite (found before a save, which is then not made); the message
+    names the tensor, the step and the kept checkpoint."""

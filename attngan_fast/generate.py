@@ -1,4 +1,4 @@
-"""Images from captions with a trained generator: every stage's picture and the attention figure.
+"""``attngan-fast generate``: every stage's picture and the attention figure of captions, as files.
 
     models = load_generation_models("netG_epoch_600.pth", "text_encoder200.pth", vocab)
     written = generate(models, ["this bird has wings that are black and a white belly"], "out/")
@@ -6,7 +6,8 @@
 The generator's architecture (stages, GF_DIM, residual blocks, embedding sizes) is read from its
 state dict, so ``netG_epoch_*.pth`` files of the original code load as well as this package's.
 Captions are tokenised as in training; words the vocabulary does not know are reported in an
-``UnknownWordsWarning`` (a caption with no known word raises ValueError).
+``UnknownWordsWarning`` (a caption with no known word raises ValueError). The models and the
+images come from ``attngan_fast.runtime.generation``, shared with ``eval`` and ``serve``.
 
 Output, per caption ``i`` and sample ``k``: ``{i:03d}_{slug}/sample{k}_stage{s}_{size}px.png`` for
 each stage s, and ``{i:03d}_{slug}/sample{k}_attention.png`` (one row per stage with attention:
@@ -16,222 +17,20 @@ caption's position and the sample index.
 
 from __future__ import annotations
 
-import itertools
 import re
-import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import Tensor
 
-from attngan_fast.data._io import read_json
-from attngan_fast.data.captions import load_captions_pickle
-from attngan_fast.data.vocab import Vocabulary
-from attngan_fast.errors import FileFormatError, UsageError
-from attngan_fast.models.generator import G_NET
-from attngan_fast.models.text_encoder import RNN_ENCODER
-from attngan_fast.train.checkpoint import load_torch_file, state_dict_kind
-from attngan_fast.train.run_dir import load_vocab
+from attngan_fast.runtime.generation import (
+    GenerationModels,
+    encode_prompts,
+    load_generation_models,
+    sample_images,
+)
+from attngan_fast.runtime.run_dir import load_vocabulary, resolve_generation_files
 from attngan_fast.viz import save_attention_figure, save_image
-
-GenerateFn = Callable[[Tensor, Tensor], Tensor]
-"""(captions B x T word indices, 0-padded; lengths B) -> images B x 3 x s x s in [-1, 1]."""
-
-
-class UnknownWordsWarning(UserWarning):
-    """Some words of a caption are not in the model's vocabulary and were left out."""
-
-
-@dataclass
-class GenerationModels:
-    """What generating needs: G (EMA weights), the DAMSM text encoder and the vocabulary."""
-
-    netG: G_NET
-    text_encoder: RNN_ENCODER
-    vocab: Vocabulary
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.netG.parameters()).device
-
-    def to(self, device: str | torch.device) -> GenerationModels:
-        self.netG.to(device)
-        self.text_encoder.to(device)
-        return self
-
-
-def strip_prefix(state: Mapping[str, Tensor], prefix: str = "module.") -> dict[str, Tensor]:
-    """State-dict keys without the ``module.`` of (Distributed)DataParallel wrappers."""
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix) :]: v for k, v in state.items()}
-    return dict(state)
-
-
-def generator_kwargs(state: Mapping[str, Tensor]) -> dict[str, int]:
-    """G_NET's arguments (ngf, nef, ncf, z_dim, r_num, branch_num) read from its state dict."""
-    try:
-        ca = state["ca_net.fc.weight"]  # 4 ncf x nef
-        fc = state["h_net1.fc.0.weight"]  # 32 * 16 ngf x (ncf + z_dim)
-        ngf = state["img_net1.img.0.weight"].shape[1]
-    except KeyError as exc:
-        raise KeyError(f"not an AttnGAN generator state dict: no {exc} key") from None
-    branch_num = 1 + sum(f"img_net{i}.img.0.weight" in state for i in (2, 3))
-    residual = {k.split(".")[2] for k in state if k.startswith("h_net2.residual.")}
-    ncf = ca.shape[0] // 4
-    return {
-        "ngf": ngf,
-        "nef": ca.shape[1],
-        "ncf": ncf,
-        "z_dim": fc.shape[1] - ncf,
-        "r_num": len(residual) if branch_num > 1 else 2,
-        "branch_num": branch_num,
-    }
-
-
-def build_generator_from_state(state: Mapping[str, Tensor], legacy_mask: bool = False) -> G_NET:
-    """A G_NET shaped like ``state`` with its weights, in eval mode.
-
-    BatchNorm ``num_batches_tracked`` buffers may be missing (state dicts saved by PyTorch < 0.4).
-    """
-    state = strip_prefix(state)
-    netG = G_NET(**generator_kwargs(state), legacy_mask=legacy_mask)
-    result = netG.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
-        raise KeyError(
-            f"generator state dict does not match G_NET: missing {missing[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
-        )
-    return netG.eval()
-
-
-def build_text_encoder_from_state(state: Mapping[str, Tensor]) -> RNN_ENCODER:
-    """An RNN_ENCODER shaped like ``state`` (vocabulary, sizes, LSTM or GRU), in eval mode."""
-    state = strip_prefix(state)
-    try:
-        ntoken, ninput = state["encoder.weight"].shape
-        per_direction = state["rnn.weight_hh_l0"].shape[1]
-        gates = state["rnn.weight_ih_l0"].shape[0] // per_direction
-    except KeyError as exc:
-        raise KeyError(f"not an RNN_ENCODER state dict: no {exc} key") from None
-    bidirectional = "rnn.weight_ih_l0_reverse" in state
-    nlayers = len(
-        {k.split("_l")[1].split("_")[0] for k in state if k.startswith("rnn.weight_ih_l")}
-    )
-    encoder = RNN_ENCODER(
-        ntoken,
-        ninput=ninput,
-        nhidden=per_direction * (2 if bidirectional else 1),
-        nlayers=nlayers,
-        bidirectional=bidirectional,
-        rnn_type="LSTM" if gates == 4 else "GRU",
-    )
-    encoder.load_state_dict(state)
-    return encoder.eval()
-
-
-def load_state_dict_file(path: str | Path, what: str = "a state dict") -> dict[str, Tensor]:
-    """A state dict saved by ``torch.save`` (also the original's PyTorch 0.3 / Python 2 files)."""
-    path = Path(path)
-    state = load_torch_file(path, what=what)
-    if isinstance(state, Mapping) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
-        raise FileFormatError(f"{path}: does not hold a state dict; expected {what}")
-    return dict(state)
-
-
-@dataclass
-class EncodedPrompt:
-    text: str
-    ids: list[int]
-    words: list[str]  # the known words, in order (what the attention figure shows)
-    unknown: list[str]
-
-
-def encode_prompt(vocab: Vocabulary, text: str) -> EncodedPrompt:
-    """Tokenise and encode one caption (unknown words left out and listed); raise ValueError for
-    a caption without any known word."""
-    enc = vocab.encode(text)
-    if not enc.ids:
-        detail = f"unknown words: {', '.join(enc.unknown)}" if enc.unknown else "no words"
-        raise ValueError(f"caption {text!r} has no word the model knows ({detail})")
-    return EncodedPrompt(text, enc.ids, [vocab.ixtoword[i] for i in enc.ids], enc.unknown)
-
-
-def encode_prompts(vocab: Vocabulary, captions: Sequence[str]) -> list[EncodedPrompt]:
-    """``encode_prompt`` on each caption; warn (UnknownWordsWarning) listing each caption's
-    unknown words."""
-    if not captions:
-        raise ValueError("no caption given")
-    prompts = []
-    for text in captions:
-        prompt = encode_prompt(vocab, text)
-        if prompt.unknown:
-            warnings.warn(
-                f"caption {text!r}: {len(prompt.unknown)} word(s) not in the model's vocabulary "
-                f"were left out: {', '.join(prompt.unknown)}",
-                UnknownWordsWarning,
-                stacklevel=2,
-            )
-        prompts.append(prompt)
-    return prompts
-
-
-@torch.no_grad()
-def run_generator(
-    models: GenerationModels, captions: Tensor, cap_lens: Tensor, seed: int, need_attn: bool = True
-) -> tuple[list[Tensor], list[Tensor]]:
-    """G on a batch of captions (B x T word indices, 0-padded; lengths B), in eval mode.
-
-    Returns (images per stage, B x 3 x s x s in [-1, 1]; attention maps per stage with attention,
-    B x T x h x w), on the CPU. z and CA_NET's noise are drawn inside ``torch.random.fork_rng``
-    after ``torch.manual_seed(seed)``: the output depends on nothing else, and the caller's
-    random stream is left untouched.
-    """
-    device = models.device
-    captions = captions.to(device)
-    z_dim = models.netG.h_net1.in_dim - models.netG.ca_net.c_dim
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        words, sent = models.text_encoder(captions, cap_lens)
-        z = torch.randn(len(captions), z_dim, device=device)
-        mask = (captions == 0)[:, : words.shape[2]]
-        fake_imgs, att_maps, _, _ = models.netG(z, sent, words, mask, need_attn=need_attn)
-    return [x.float().cpu() for x in fake_imgs], [a.float().cpu() for a in att_maps]
-
-
-def sample_images(
-    models: GenerationModels, ids: Sequence[int], n_samples: int = 1, seed: int = 0
-) -> tuple[list[Tensor], list[Tensor]]:
-    """``n_samples`` images of one caption (word indices): ``run_generator`` on it repeated."""
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    captions = torch.tensor([list(ids)] * n_samples, dtype=torch.long)
-    cap_lens = torch.full((n_samples,), len(ids), dtype=torch.long)
-    return run_generator(models, captions, cap_lens, seed)
-
-
-def batch_generate_fn(
-    models: GenerationModels, seed: int = 0
-) -> Callable[[Tensor, Tensor], Tensor]:
-    """A function (captions B x T, lengths B) -> last-stage images B x 3 x s x s for evaluation.
-
-    The i-th call draws its noise with seed ``seed + i``, so a sequence of calls is reproducible.
-    """
-    models.netG.eval()
-    models.text_encoder.eval()
-    calls = itertools.count()
-
-    def generate_batch(captions: Tensor, cap_lens: Tensor) -> Tensor:
-        images, _ = run_generator(models, captions, cap_lens, seed + next(calls), need_attn=False)
-        return images[-1]
-
-    return generate_batch
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -277,126 +76,6 @@ def generate(
             encoding="utf-8",
         )
     return written
-
-
-def load_generation_models(
-    netG_path: str | Path,
-    text_encoder_path: str | Path,
-    vocab: Vocabulary,
-    device: str | torch.device = "cpu",
-    legacy_mask: bool = False,
-) -> GenerationModels:
-    """G from a netG state dict file (EMA weights) and the text encoder from its file."""
-    netG = _build_from_file(
-        netG_path,
-        "an AttnGAN generator (netG*.pth)",
-        lambda state: build_generator_from_state(state, legacy_mask),
-    )
-    text_encoder = _build_from_file(
-        text_encoder_path, "a DAMSM text encoder (text_encoder*.pth)", build_text_encoder_from_state
-    )
-    if text_encoder.ntoken != len(vocab):
-        raise UsageError(
-            f"the text encoder {text_encoder_path} knows {text_encoder.ntoken} words but the "
-            f"vocabulary has {len(vocab)}: they come from different datasets"
-        )
-    return GenerationModels(netG, text_encoder, vocab).to(device)
-
-
-def _build_from_file(path: str | Path, what: str, build: Callable[[dict[str, Tensor]], Any]) -> Any:
-    """``build(state dict of path)``; a state dict of the wrong kind or shape is a
-    FileFormatError naming the file, what it should be and what it seems to be."""
-    state = load_state_dict_file(path, what)
-    try:
-        return build(state)
-    except (KeyError, RuntimeError, ValueError, IndexError) as exc:
-        reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        kind = state_dict_kind(state)
-        seems = f"; it looks like {kind}" if kind and kind != what else ""
-        raise FileFormatError(
-            f"{path}: not {what} ({str(reason).splitlines()[0][:200]}){seems}"
-        ) from None
-
-
-@dataclass
-class GenerationFiles:
-    """Where a trained model's parts are: G (EMA weights), text encoder, vocabulary."""
-
-    netG: Path
-    text_encoder: Path
-    vocab: Path
-    legacy_mask: bool = False
-
-
-def _latest(folder: Path, pattern: str) -> Path | None:
-    """The file matching ``pattern`` (one ``*``) with the largest number in it, if any."""
-    found = []
-    for path in folder.glob(pattern):
-        digits = re.findall(r"\d+", path.stem)
-        found.append((int(digits[-1]) if digits else -1, path.name, path))
-    return max(found)[2] if found else None
-
-
-def _first(candidates: Sequence[Path | None]) -> Path | None:
-    return next((p for p in candidates if p is not None and p.is_file()), None)
-
-
-def resolve_generation_files(
-    checkpoint: str | Path,
-    text_encoder: str | Path | None = None,
-    vocab: str | Path | None = None,
-) -> GenerationFiles:
-    """Find G, the text encoder and the vocabulary from ``checkpoint``.
-
-    ``checkpoint`` is a training run's folder (``Model/netG.pth`` or the latest
-    ``Model/netG_epoch_*.pth``, ``Model/text_encoder.pth``, ``vocab.json``), its ``Model`` folder,
-    or a netG file (original ``netG_epoch_600.pth`` included). ``text_encoder`` (a
-    ``text_encoder*.pth``) and ``vocab`` (``vocab.json`` or the original's ``captions.pickle``)
-    override what is found; for original checkpoints give both.
-    """
-    path = Path(checkpoint)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no checkpoint file or folder there")
-    if path.is_file():
-        netG, model_dir = path, path.parent
-    else:
-        model_dir = path / "Model" if (path / "Model").is_dir() else path
-        netG = _first([model_dir / "netG.pth", _latest(model_dir, "netG_epoch_*.pth")])
-        if netG is None:
-            raise FileNotFoundError(
-                f"{path}: no generator there (expected Model/netG.pth or Model/netG_epoch_N.pth "
-                "of a training run, or pass the netG file itself)"
-            )
-    roots = [model_dir, model_dir.parent]
-    text = Path(text_encoder) if text_encoder is not None else _first(
-        [model_dir / "text_encoder.pth", *(_latest(r, "text_encoder*.pth") for r in roots)]
-    )  # fmt: skip
-    if text is None:
-        raise FileNotFoundError(
-            f"no text encoder found beside {netG}: pass --text-encoder text_encoderN.pth"
-        )
-    voc = Path(vocab) if vocab is not None else _first(
-        [r / name for r in roots for name in ("vocab.json", "captions.pickle")]
-    )  # fmt: skip
-    if voc is None:
-        raise FileNotFoundError(
-            f"no vocabulary found beside {netG}: pass --vocab vocab.json (written by training) "
-            "or the dataset's captions.pickle"
-        )
-    legacy = False
-    run_json = model_dir.parent / "run.json"
-    if run_json.is_file():
-        info = read_json(run_json, "run.json (written by training) records the run's options")
-        legacy = bool(info.get("legacy_mask", False)) if isinstance(info, dict) else False
-    return GenerationFiles(netG, text, voc, legacy)
-
-
-def load_vocabulary(path: str | Path) -> Vocabulary:
-    """A vocabulary from ``vocab.json`` (training runs) or a ``captions.pickle`` (datasets)."""
-    path = Path(path)
-    if path.suffix == ".json":
-        return load_vocab(path)
-    return load_captions_pickle(path).vocab
 
 
 def generate_from_checkpoint(

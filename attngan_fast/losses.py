@@ -1,8 +1,11 @@
-"""The AttnGAN losses (spec section 5), computed from logits so they run under autocast.
+"""The AttnGAN losses (``code/miscc/losses.py`` of taoxugit/AttnGAN), computed from logits so they
+run under autocast.
 
 The discriminators return logits; ``F.binary_cross_entropy_with_logits(logits, y)`` equals the
 original ``nn.BCELoss()(sigmoid(logits), y)`` (up to the original's clamping of log at -100).
-The DAMSM terms go through ``ops.damsm_loss`` (the fused word-region similarity).
+The DAMSM terms go through ``damsm_terms``: ``ops.damsm_loss`` (the fused word-region
+similarity), or with ``original_loop`` the original per-caption loop (``ops.original``), the
+faithful baseline of training and DAMSM pretraining alike.
 
 Shapes: images B x 3 x S x S, sent_emb B x nef, words_embs B x nef x T, cap_lens B (int64),
 class_ids B (int64) or None (no same-class masking), mu / logvar B x c_dim.
@@ -16,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attngan_fast import ops
+from attngan_fast.ops import original
 
 
 def _bce(logits: Tensor, target: float) -> Tensor:
@@ -67,6 +71,7 @@ def generator_loss(
     gamma1: float,
     gamma2: float,
     gamma3: float,
+    original_loop: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """G's adversarial loss over the stages plus LAMBDA x DAMSM on the last stage's images.
 
@@ -74,7 +79,7 @@ def generator_loss(
     Last stage: the image encoder's features of the fakes against the (detached) caption
     embeddings: lambda_ * (w_loss0 + w_loss1) + lambda_ * (s_loss0 + s_loss1).
     Returns (errG_total, logs) with logs the detached terms ``g_loss{i}``, ``w_loss``, ``s_loss``.
-    The KL term is separate (``KL_loss``).
+    The KL term is separate (``KL_loss``). ``original_loop``: see ``damsm_terms``.
     """
     words_embs, sent_emb = words_embs.detach(), sent_emb.detach()
     logs: dict[str, Tensor] = {}
@@ -87,21 +92,48 @@ def generator_loss(
         errG_total = errG_total + g_loss
         logs[f"g_loss{i}"] = g_loss.detach()
     region_features, cnn_code = image_encoder(fake_imgs[len(netsD) - 1])
-    damsm = ops.damsm_loss(
-        region_features,
-        cnn_code,
-        words_embs,
-        sent_emb,
-        cap_lens,
-        _class_ids(class_ids, cnn_code.device),
-        gamma1,
-        gamma2,
-        gamma3,
-    )
-    w_loss = (damsm.w_loss0 + damsm.w_loss1) * lambda_
-    s_loss = (damsm.s_loss0 + damsm.s_loss1) * lambda_
+    w0, w1, s0, s1 = damsm_terms(
+        region_features, cnn_code, words_embs, sent_emb, cap_lens, class_ids,
+        gamma1, gamma2, gamma3, original_loop=original_loop,
+    )  # fmt: skip
+    w_loss = (w0 + w1) * lambda_
+    s_loss = (s0 + s1) * lambda_
     logs["w_loss"], logs["s_loss"] = w_loss.detach(), s_loss.detach()
     return errG_total + w_loss + s_loss, logs
+
+
+def damsm_terms(
+    img_local: Tensor,
+    img_global: Tensor,
+    words_emb: Tensor,
+    sent_emb: Tensor,
+    cap_lens: Tensor,
+    class_ids: Tensor | np.ndarray | None,
+    gamma1: float,
+    gamma2: float,
+    gamma3: float,
+    *,
+    original_loop: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The DAMSM losses (w_loss0, w_loss1, s_loss0, s_loss1) of images (local B x D x H x W,
+    global B x D) against captions (words B x D x T, sentence B x D, lengths B).
+
+    ``ops.damsm_loss``, or with ``original_loop`` the original code's loop over captions
+    (``ops.original.words_loss`` / ``sent_loss``, taoxugit/AttnGAN ``code/miscc/losses.py``).
+    """
+    class_ids = _class_ids(class_ids, img_global.device)
+    if not original_loop:
+        return ops.damsm_loss(
+            img_local, img_global, words_emb, sent_emb, cap_lens, class_ids,
+            gamma1, gamma2, gamma3,
+        )[:4]  # fmt: skip
+    batch = img_global.shape[0]
+    labels = torch.arange(batch, device=img_global.device)
+    w0, w1, _, _ = original.words_loss(
+        img_local, words_emb, labels, cap_lens, class_ids, batch, gamma1, gamma2, gamma3
+    )
+    s0, s1 = original.sent_loss(img_global, sent_emb, labels, class_ids, batch, gamma3)
+    return w0, w1, s0, s1
 
 
 def KL_loss(mu: Tensor, logvar: Tensor) -> Tensor:

@@ -225,8 +225,8 @@ def original_runner(original: Path, batch: int, tmp: Path) -> Runner:
 def demo_config(batch: int):
     """The GAN config and small image encoder of ``attngan-fast demo`` (cpu sizes)."""
     from attngan_fast.config import config_from_dict, preset
+    from attngan_fast.demo import demo_settings
     from attngan_fast.models import SmallImageEncoder
-    from attngan_fast.train.demo import demo_settings
 
     s = demo_settings("cpu")
     cfg = config_from_dict(

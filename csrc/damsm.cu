@@ -1,5 +1,5 @@
 // damsm_word_similarity: S[j, i] for every image j and caption i without a B x B x R x T tensor
-// (spec section 4).
+// (the DAMSM word similarity of Xu et al., CVPR 2018; words_loss in the original's miscc/losses.py).
 //
 // Forward: a block (256 threads) per (caption i, image j). The caption's words (D x L, L <= 32)
 // sit in shared memory; the image's regions stream through in tiles of 32. Per tile:

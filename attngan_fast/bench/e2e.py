@@ -333,8 +333,6 @@ def _peak_gib(step: Callable[[], object], device: torch.device) -> float | None:
 
 def profile_phases(state, step: Callable[[], object]) -> dict[str, float]:
     """Device time (CPU time on a CPU) per phase of one iteration, from ``torch.profiler``."""
-    from attngan_fast.train import gan_step
-
     ranges = PhaseRanges()
     ranges.module(state.text_encoder, "text_encoder")
     ranges.module(state.netG, "G")
@@ -345,8 +343,8 @@ def profile_phases(state, step: Callable[[], object]) -> dict[str, float]:
                 ranges.module(m, "D")
     ranges.module(state.image_encoder, "image_encoder")
     ranges.function(ops, "damsm_loss", "DAMSM")
-    ranges.function(gan_step.original, "words_loss", "DAMSM")
-    ranges.function(gan_step.original, "sent_loss", "DAMSM")
+    ranges.function(ops.original, "words_loss", "DAMSM")
+    ranges.function(ops.original, "sent_loss", "DAMSM")
     ranges.function(state.ema, "update", "EMA")
     optimizers = {id(o): "optim_D" for o in state.optimizers_d}
     optimizers[id(state.optimizer_g)] = "optim_G"

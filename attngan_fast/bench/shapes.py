@@ -1,8 +1,9 @@
 """The real AttnGAN shapes every benchmark uses, listed in this one place.
 
-Each op is measured at the shapes it has inside AttnGAN training (spec sections 1-4), derived from
-the ``birds`` and ``coco`` presets of ``attngan_fast.config`` (ngf = GF_DIM, R_NUM, WORDS_NUM,
-batch size) so the numbers cannot drift from the configs:
+Each op is measured at the shapes it has inside AttnGAN training (the original configurations,
+``code/cfg/*.yml`` of taoxugit/AttnGAN), derived from the ``birds`` and ``coco`` presets of
+``attngan_fast.config`` (ngf = GF_DIM, R_NUM, WORDS_NUM, batch size) so the numbers cannot drift
+from the configs:
 
 * ``word_attention``: C = ngf (32 birds, 48 coco), N = 64x64 (stage 2) and 128x128 (stage 3),
   T = WORDS_NUM (18 birds, 12 coco; 25 at evaluation), B = training batch (20 / 14) and a large one.
@@ -44,7 +45,7 @@ OPS = (
 CONFIGS = ("birds", "coco")
 TIERS = ("core", "extra", "tiny")
 
-EVAL_WORDS = 25  # longest caption at evaluation (spec section 3)
+EVAL_WORDS = 25  # longest caption at evaluation (WORDS_NUM of the original's eval_bird.yml)
 DAMSM_DIM = 256
 DAMSM_SIDE = 17  # 17 x 17 = 289 regions (Inception Mixed_6e)
 DAMSM_PRETRAIN_BATCH = 48
@@ -52,8 +53,8 @@ LARGE_OP_BATCH = 64  # word attention: B*N = 64 * 128^2 > 1e6 regions
 LARGE_DAMSM_BATCH = 100
 # End-to-end: the config's batch and a larger one (skipped first when time runs short).
 E2E_LARGE_BATCH = {"birds": 48, "coco": 48}
-VOCAB_SIZE = {"birds": 5450, "coco": 27297}  # the released caption pickles (spec section 1)
-CUB_TRAIN_IMAGES = 8855  # images per CUB epoch (spec section 6)
+VOCAB_SIZE = {"birds": 5450, "coco": 27297}  # the original's released captions.pickle files
+CUB_TRAIN_IMAGES = 8855  # images per CUB epoch (the original's birds/train/filenames.pickle)
 CUB_EPOCHS = 600
 
 
@@ -100,7 +101,7 @@ def model_sizes(config: str) -> ModelSizes:
         r_num=cfg.GAN.R_NUM,
         words=cfg.TEXT.WORDS_NUM,
         batch=cfg.TRAIN.BATCH_SIZE,
-        has_classes=config == "birds",  # COCO has no class info (spec section 6)
+        has_classes=config == "birds",  # COCO has no class_info.pickle: each image its own class
         pretrain_words=damsm.TEXT.WORDS_NUM,
     )
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -32,10 +32,8 @@ from torch import Tensor, nn
 from attngan_fast.data.synth_birds import PALETTE, PARTS, load_synth_attributes
 from attngan_fast.data.text_image import load_text_image_dataset
 from attngan_fast.eval.r_precision import pad_captions
-from attngan_fast.train.checkpoint import load_torch_file
-
-GenerateFn = Callable[[Tensor, Tensor], Tensor]
-"""(captions B x T word indices, 0-padded; cap_lens B) -> images B x 3 x H x W in [-1, 1]."""
+from attngan_fast.runtime.checkpoint import load_torch_file
+from attngan_fast.runtime.generation import GenerateFn
 
 
 class RealImages(NamedTuple):
@@ -359,5 +357,6 @@ def evaluate_synth_birds(
             RuntimeWarning,
             stacklevel=2,
         )
-    score = attribute_accuracy(clf, generate_fn, load_caption_targets(root, split, per_image))
+    targets = load_caption_targets(root, split, per_image)
+    score = attribute_accuracy(clf, generate_fn, targets, batch_size)
     return SynthBirdsEvaluation(score, report)

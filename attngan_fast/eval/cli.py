@@ -65,11 +65,8 @@ def _config(checkpoint: Path):  # -> Config
 
 
 def _models(args: argparse.Namespace, device: str):
-    from attngan_fast.generate import (
-        load_generation_models,
-        load_vocabulary,
-        resolve_generation_files,
-    )
+    from attngan_fast.runtime.generation import load_generation_models
+    from attngan_fast.runtime.run_dir import load_vocabulary, resolve_generation_files
 
     files = resolve_generation_files(args.checkpoint, args.text_encoder, args.vocab)
     vocab = load_vocabulary(files.vocab)
@@ -79,13 +76,7 @@ def _models(args: argparse.Namespace, device: str):
 
 
 def _image_encoder(args: argparse.Namespace, info: dict[str, Any], text_state: dict) -> nn.Module:
-    from attngan_fast.train.checkpoint import load_torch_file
-    from attngan_fast.train.encoders import (
-        EncoderSpec,
-        build_image_encoder,
-        image_encoder_path,
-        infer_spec,
-    )
+    from attngan_fast.runtime.networks import EncoderSpec, image_encoder_path, load_image_encoder
 
     path = args.image_encoder or info.get("image_encoder")
     if not path and info.get("text_encoder"):
@@ -97,12 +88,9 @@ def _image_encoder(args: argparse.Namespace, info: dict[str, Any], text_state: d
             f"{PROG}: no DAMSM image encoder found ({path or 'run.json names none'}): pass "
             "--image-encoder image_encoderN.pth"
         )
-    state = load_torch_file(path, what="a DAMSM image encoder (image_encoder*.pth)")
     spec_dict = info.get("encoder_spec")
-    spec = EncoderSpec(**spec_dict) if spec_dict else infer_spec(text_state, state)
-    encoder = build_image_encoder(spec)
-    encoder.load_state_dict(state)
-    return encoder.eval()
+    spec = EncoderSpec(**spec_dict) if spec_dict else None
+    return load_image_encoder(path, spec, text_state)
 
 
 def _device(args: argparse.Namespace) -> str:
@@ -119,8 +107,8 @@ def _report(args: argparse.Namespace, record: dict[str, Any]) -> None:
 
 def cmd_r_precision(args: argparse.Namespace) -> None:
     from attngan_fast.eval.r_precision import evaluate_r_precision
-    from attngan_fast.generate import batch_generate_fn
-    from attngan_fast.train.data import load_dataset
+    from attngan_fast.runtime.generation import batch_generate_fn
+    from attngan_fast.runtime.loaders import load_dataset
 
     device = _device(args)
     models, files = _models(args, device)
@@ -150,7 +138,7 @@ def cmd_r_precision(args: argparse.Namespace) -> None:
 
 def cmd_attributes(args: argparse.Namespace) -> None:
     from attngan_fast.eval.attribute_accuracy import evaluate_synth_birds
-    from attngan_fast.generate import batch_generate_fn
+    from attngan_fast.runtime.generation import batch_generate_fn
 
     device = _device(args)
     models, files = _models(args, device)
@@ -192,8 +180,8 @@ def _real_batches(dataset, batch_size: int, limit: int) -> Iterator[Tensor]:
 def cmd_inception(args: argparse.Namespace) -> None:
     from attngan_fast.eval.inception_metrics import inception_metrics, load_inception
     from attngan_fast.eval.r_precision import caption_choice
-    from attngan_fast.generate import batch_generate_fn
-    from attngan_fast.train.data import load_dataset
+    from attngan_fast.runtime.generation import batch_generate_fn
+    from attngan_fast.runtime.loaders import load_dataset
 
     device = _device(args)
     inception = load_inception(args.inception_weights, device)
@@ -226,7 +214,7 @@ def _tsne_captions(args: argparse.Namespace, data: Path) -> tuple[list, list, li
     from attngan_fast.data.synth_birds import ATTRIBUTES_FILE, PALETTE, PARTS
     from attngan_fast.eval.attribute_accuracy import load_caption_targets
     from attngan_fast.eval.r_precision import caption_choice
-    from attngan_fast.train.data import load_dataset
+    from attngan_fast.runtime.loaders import load_dataset
 
     dataset = load_dataset(data, _config(Path(args.checkpoint)), args.split, args.layout, False)
     chosen = caption_choice(args.n_images, len(dataset), dataset.captions_per_image, args.seed)
@@ -257,7 +245,7 @@ def _tsne_embedder(
 def cmd_tsne(args: argparse.Namespace) -> None:
     from attngan_fast.data.synth_birds import COLOURS
     from attngan_fast.eval import tsne
-    from attngan_fast.generate import batch_generate_fn
+    from attngan_fast.runtime.generation import batch_generate_fn
 
     for module in ("sklearn.manifold", "scipy.optimize", "matplotlib.figure"):
         try:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attngan_fast.models.inception import Inception3, load_inception_weights
-from attngan_fast.train.checkpoint import load_torch_file
+from attngan_fast.runtime.checkpoint import load_torch_file
 
 
 class ScoreWithStd(NamedTuple):

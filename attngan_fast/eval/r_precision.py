@@ -1,4 +1,4 @@
-"""R-precision by DM-GAN's protocol (spec section 7).
+"""R-precision (Xu et al., CVPR 2018) by the protocol of DM-GAN (Zhu et al., CVPR 2019).
 
 For each generated image, the DAMSM image encoder's global code ranks ``n_candidates`` (100)
 captions by cosine similarity with their sentence embeddings: the caption the image was generated

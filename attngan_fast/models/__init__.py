@@ -2,17 +2,11 @@
 
 Generator ``G_NET`` (fused-op forward), discriminators ``D_NET64/128/256`` (logits), DAMSM text
 encoder ``RNN_ENCODER`` and image encoders ``CNN_ENCODER`` (Inception-v3) and
-``SmallImageEncoder``, plus ``Inception3`` for FID / Inception score, the original weight init
-and builders from a ``Config``.
+``SmallImageEncoder``, plus ``Inception3`` for FID / Inception score and the original weight
+init. They are built from a ``Config`` or a state dict in ``attngan_fast.runtime.networks``.
 """
 
 from attngan_fast.models.attention import GlobalAttentionGeneral
-from attngan_fast.models.build import (
-    build_discriminators,
-    build_generator,
-    build_image_encoder,
-    build_text_encoder,
-)
 from attngan_fast.models.discriminator import (
     D_GET_LOGITS,
     D_NET64,
@@ -56,10 +50,6 @@ __all__ = [
     "InceptionTrunk",
     "ResBlock",
     "SmallImageEncoder",
-    "build_discriminators",
-    "build_generator",
-    "build_image_encoder",
-    "build_text_encoder",
     "downBlock",
     "encode_image_by_16times",
     "init_weights",

@@ -1,4 +1,5 @@
-"""GlobalAttentionGeneral: G's word-region attention (spec section 3) via ``ops.word_attention``."""
+"""GlobalAttentionGeneral: G's word-region attention (the original's ``code/GlobalAttention.py``)
+through ``ops.word_attention``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Weight initialisation of G and the Ds (the original ``weights_init``, spec section 2)."""
+"""Weight initialisation of G and the Ds (``weights_init`` of the original's miscc/utils.py)."""
 
 from __future__ import annotations
 

@@ -5,9 +5,10 @@ attention map, as base64 PNG in a JSON-ready dict. Needs only the core package.
     result = engine.generate("this bird has a red crown and blue wings", n=2, seed=7)
     result["stages"][-1]["images_png"][0]        # the last stage's first image, base64 PNG
 
-A request is one batch of ``n`` images through ``generate.run_generator`` (the same noise and
-the same images as ``attngan-fast generate`` with this seed). The noise depends on the seed and
-``n`` only, never on the caption: with the same seed, changing one word shows what that word does.
+A request is one batch of ``n`` images through ``runtime.generation.run_generator`` (the same
+noise and the same images as ``attngan-fast generate`` with this seed). The noise depends on the
+seed and ``n`` only, never on the caption: with the same seed, changing one word shows what that
+word does.
 
 Limits (``ServeLimits``) keep one client from exhausting memory: at most ``max_n`` images per
 request, captions of at most ``max_words`` tokens (the model's ``TEXT.WORDS_NUM``) and
@@ -35,15 +36,14 @@ from torch import Tensor
 
 from attngan_fast.config import Config, load_config
 from attngan_fast.data.vocab import tokenize
-from attngan_fast.generate import (
+from attngan_fast.runtime.generation import (
     EncodedPrompt,
     GenerationModels,
     encode_prompt,
     load_generation_models,
-    load_vocabulary,
-    resolve_generation_files,
     run_generator,
 )
+from attngan_fast.runtime.run_dir import load_vocabulary, resolve_generation_files
 from attngan_fast.viz import to_uint8
 
 MAX_SEED = 2**32 - 1
@@ -160,7 +160,7 @@ class DrawingEngine:
                 "stages": self.stage_sizes(),
                 "attention_stages": list(range(2, netG.branch_num + 1)),
                 "vocabulary_size": len(self.models.vocab),
-                "z_dim": netG.h_net1.in_dim - netG.ca_net.c_dim,
+                "z_dim": self.models.z_dim,
             },
             "device": str(device),
             "attention_backend": resolve_backend("word_attention", None, device),

@@ -1,4 +1,5 @@
-"""One AttnGAN training iteration (spec section 5), reusable by the trainer and the benchmark.
+"""One AttnGAN training iteration (``train()`` of the original's ``code/trainer.py``), reusable by
+the trainer and the benchmark.
 
     state = build_gan_state(cfg, vocab_size, device, "bf16")
     batch = synthetic_batch(cfg, vocab_size, cfg.TRAIN.BATCH_SIZE, device)
@@ -20,16 +21,18 @@ from torch import Tensor, nn
 from attngan_fast import losses
 from attngan_fast.config import Config
 from attngan_fast.data.dataset import Batch
-from attngan_fast.models import build_discriminators, build_generator
-from attngan_fast.ops import original
-from attngan_fast.train.distributed import DistInfo, wrap_ddp
-from attngan_fast.train.ema import ParamEMA
-from attngan_fast.train.encoders import (
+from attngan_fast.errors import UsageError
+from attngan_fast.runtime.generation import embed_captions
+from attngan_fast.runtime.networks import (
     EncoderSpec,
+    build_discriminators,
+    build_generator,
     build_image_encoder,
     build_text_encoder,
     freeze,
 )
+from attngan_fast.train.distributed import DistInfo, wrap_ddp
+from attngan_fast.train.ema import ParamEMA
 from attngan_fast.train.precision import autocast, check_precision, make_scaler
 
 
@@ -98,12 +101,11 @@ def build_gan_state(
     check_precision(precision, device)
     dist = dist or DistInfo(device=device)
     if sync_bn and dist.enabled and device.type != "cuda":
-        raise ValueError("--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
+        raise UsageError("--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
     if text_encoder is None or image_encoder is None:
-        spec = EncoderSpec(
-            n_words=vocab_size,
-            nef=cfg.TEXT.EMBEDDING_DIM,
-            rnn_type=cfg.RNN_TYPE,
+        spec = EncoderSpec.from_config(
+            cfg,
+            vocab_size,
             image_encoder=image_encoder_kind,
             small_size=cfg.TREE.BASE_SIZE * 2 ** (cfg.TREE.BRANCH_NUM - 1),
         )
@@ -168,7 +170,9 @@ def synthetic_batch(
     generator: torch.Generator | None = None,
 ) -> Batch:
     """A random batch shaped like the data loader's: images in [-1, 1] per branch, captions of
-    1..WORDS_NUM random non-zero word indices (0-padded), one class per sample."""
+    1..WORDS_NUM random non-zero word indices (0-padded), one class per sample. Everything is on
+    ``device`` but ``cap_lens``, which stays on the CPU as the loader's does (the text encoder
+    packs the captions by it without a device synchronisation)."""
     words_num = cfg.TEXT.WORDS_NUM
     sizes = [cfg.TREE.BASE_SIZE * 2**i for i in range(cfg.TREE.BRANCH_NUM)]
     images = [torch.rand(batch_size, 3, s, s, generator=generator) * 2 - 1 for s in sizes]
@@ -180,58 +184,11 @@ def synthetic_batch(
     return Batch(
         images=[img.to(device) for img in images],
         captions=captions.to(device),
-        cap_lens=cap_lens.to(device),
+        cap_lens=cap_lens,
         class_ids=torch.arange(batch_size, device=device),
         keys=[f"synthetic_{i}" for i in range(batch_size)],
         order=torch.arange(batch_size),
     )
-
-
-@torch.no_grad()
-def encode_captions(
-    text_encoder: nn.Module, captions: Tensor, cap_lens: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Frozen text encoder: captions B x T -> (words B x nef x T', sent B x nef, mask B x T')."""
-    words_embs, sent_emb = text_encoder(captions, cap_lens)
-    mask = (captions == 0)[:, : words_embs.shape[2]]
-    return words_embs.detach(), sent_emb.detach(), mask
-
-
-def _original_generator_loss(
-    state: GanState,
-    fake_imgs: list[Tensor],
-    words_embs: Tensor,
-    sent_emb: Tensor,
-    cap_lens: Tensor,
-    class_ids: Tensor | None,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """``losses.generator_loss`` with the DAMSM term through the original per-caption loop."""
-    smooth = state.cfg.TRAIN.SMOOTH
-    err_total = fake_imgs[0].new_zeros((), dtype=torch.float32)
-    logs: dict[str, Tensor] = {}
-    for i, netD in enumerate(state.discriminators):
-        features = netD(fake_imgs[i])
-        cond = netD.COND_DNET(features, sent_emb)
-        g_loss = nn.functional.binary_cross_entropy_with_logits(cond, torch.ones_like(cond))
-        if netD.UNCOND_DNET is not None:
-            uncond = netD.UNCOND_DNET(features)
-            g_loss = g_loss + nn.functional.binary_cross_entropy_with_logits(
-                uncond, torch.ones_like(uncond)
-            )
-        err_total = err_total + g_loss
-        logs[f"g_loss{i}"] = g_loss.detach()
-    region_features, cnn_code = state.image_encoder(fake_imgs[-1])
-    batch = cnn_code.shape[0]
-    labels = torch.arange(batch, device=cnn_code.device)
-    w0, w1, _, _ = original.words_loss(
-        region_features, words_embs, labels, cap_lens, class_ids, batch,
-        smooth.GAMMA1, smooth.GAMMA2, smooth.GAMMA3,
-    )  # fmt: skip
-    s0, s1 = original.sent_loss(cnn_code, sent_emb, labels, class_ids, batch, smooth.GAMMA3)
-    w_loss = (w0 + w1) * smooth.LAMBDA
-    s_loss = (s0 + s1) * smooth.LAMBDA
-    logs["w_loss"], logs["s_loss"] = w_loss.detach(), s_loss.detach()
-    return err_total + w_loss + s_loss, logs
 
 
 def _backward_and_step(state: GanState, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
@@ -247,7 +204,9 @@ def gan_train_step(state: GanState, batch: Batch) -> dict[str, float]:
     """One iteration on ``batch`` (a ``data.Batch``, on any device); returns the losses as floats.
 
     Keys: ``errD{i}`` per D, ``g_loss{i}`` per stage, ``w_loss``, ``s_loss`` (LAMBDA-weighted
-    DAMSM terms), ``kl_loss``, ``errG_total``. One host synchronisation (reading the losses).
+    DAMSM terms), ``kl_loss``, ``errG_total``. One host synchronisation (reading the losses)
+    when ``batch.cap_lens`` is on the CPU, as the loader gives it: the text encoder packs the
+    captions by that copy, and the DAMSM loss checks the device copy on the device.
     """
     cfg, device = state.cfg, state.device
     memory_format = torch.channels_last if state.channels_last else torch.contiguous_format
@@ -255,7 +214,7 @@ def gan_train_step(state: GanState, batch: Batch) -> dict[str, float]:
     captions = batch.captions.to(device)
     cap_lens = batch.cap_lens.to(device)
     class_ids = batch.class_ids.to(device) if batch.class_ids is not None else None
-    words_embs, sent_emb, mask = encode_captions(state.text_encoder, captions, cap_lens)
+    words_embs, sent_emb, mask = embed_captions(state.text_encoder, captions, batch.cap_lens)
     noise = torch.randn(captions.shape[0], cfg.GAN.Z_DIM, device=device)
 
     with autocast(state.precision, device):
@@ -273,17 +232,13 @@ def gan_train_step(state: GanState, batch: Batch) -> dict[str, float]:
     state.discriminators.requires_grad_(False)  # G's backward needs no D weight gradients
     try:
         with autocast(state.precision, device):
-            if state.original_damsm_loop:
-                err_g, g_logs = _original_generator_loss(
-                    state, fake_imgs, words_embs, sent_emb, cap_lens, class_ids
-                )
-            else:
-                smooth = cfg.TRAIN.SMOOTH
-                err_g, g_logs = losses.generator_loss(
-                    state.discriminators, state.image_encoder, fake_imgs, words_embs, sent_emb,
-                    cap_lens, class_ids, lambda_=smooth.LAMBDA, gamma1=smooth.GAMMA1,
-                    gamma2=smooth.GAMMA2, gamma3=smooth.GAMMA3,
-                )  # fmt: skip
+            smooth = cfg.TRAIN.SMOOTH
+            err_g, g_logs = losses.generator_loss(
+                state.discriminators, state.image_encoder, fake_imgs, words_embs, sent_emb,
+                cap_lens, class_ids, lambda_=smooth.LAMBDA, gamma1=smooth.GAMMA1,
+                gamma2=smooth.GAMMA2, gamma3=smooth.GAMMA3,
+                original_loop=state.original_damsm_loop,
+            )  # fmt: skip
             kl = losses.KL_loss(mu.float(), logvar.float())
             err_g = err_g + kl
         _backward_and_step(state, err_g, state.optimizer_g)

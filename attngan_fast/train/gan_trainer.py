@@ -22,7 +22,6 @@ always a good state; the messages name the last checkpoint only if there is one.
 from __future__ import annotations
 
 import math
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -30,26 +29,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import torch.distributed as torch_dist
 
 from attngan_fast.config import Config
-from attngan_fast.errors import AttnGanError, FileFormatError, UsageError
-from attngan_fast.train import checkpoint as ckpt
-from attngan_fast.train.data import load_dataset, make_loader
-from attngan_fast.train.distributed import (
-    DistInfo,
-    all_ranks_agree,
-    barrier,
-    cleanup,
-    init_distributed,
+from attngan_fast.errors import (
+    FileFormatError,
+    NonFiniteLossError,
+    NonFiniteWeightsError,
+    UsageError,
 )
-from attngan_fast.train.encoders import image_encoder_path, load_encoders
-from attngan_fast.train.gan_step import GanState, build_gan_state, compile_models, gan_train_step
-from attngan_fast.train.precision import resolve_precision
-from attngan_fast.train.progress import ProgressLogger, device_summary, truncate_metrics
-from attngan_fast.train.run_dir import (
+from attngan_fast.runtime import checkpoint as ckpt
+from attngan_fast.runtime.loaders import load_dataset, make_loader
+from attngan_fast.runtime.networks import image_encoder_path, load_encoders
+from attngan_fast.runtime.run_dir import (
     RunFiles,
     claim_output_dir,
     remove_files,
@@ -57,19 +49,22 @@ from attngan_fast.train.run_dir import (
     save_vocab,
     write_json,
 )
-from attngan_fast.train.sampler import ResumableSampler
+from attngan_fast.runtime.sampler import ResumableSampler
+from attngan_fast.runtime.seeding import rng_state, seed_everything, set_rng_state
+from attngan_fast.train.checks import check_minimums, full_batches
+from attngan_fast.train.distributed import (
+    DistInfo,
+    all_ranks_agree,
+    barrier,
+    cleanup,
+    init_distributed,
+)
+from attngan_fast.train.gan_step import GanState, build_gan_state, compile_models, gan_train_step
+from attngan_fast.train.precision import resolve_precision
+from attngan_fast.train.progress import ProgressLogger, device_summary, truncate_metrics
 from attngan_fast.train.samples import SampleWriter
 
 CHECKPOINT_FORMAT = "attngan-fast/gan-training"
-
-
-class NonFiniteLossError(AttnGanError, RuntimeError):
-    """A loss became NaN or infinite; the message names it, the step and the kept checkpoint."""
-
-
-class NonFiniteWeightsError(NonFiniteLossError):
-    """A weight of G, its EMA or a D became NaN or infinite (found before a save, which is then
-    not made); the message names the tensor, the step and the kept checkpoint."""
 
 
 # Config keys that shape the networks: a resumed run must have the same values as its checkpoint.
@@ -134,12 +129,6 @@ class GanTrainOptions:
     overwrite: bool = False
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002
-    random.seed(seed)
-
-
 def _gather(obj: Any, info: DistInfo) -> list[Any]:
     """``obj`` of every rank (a collective), or ``[obj]`` in a single process."""
     if not info.enabled:
@@ -166,7 +155,7 @@ def training_state(state: GanState, sampler: ResumableSampler, epoch: int) -> di
         "optimizersD": [o.state_dict() for o in state.optimizers_d],
         "scaler": state.scaler.state_dict() if state.scaler is not None else None,
         "sampler": sampler.state_dict(),
-        "rng": _gather(ckpt.rng_state(), state.dist),
+        "rng": _gather(rng_state(), state.dist),
     }
 
 
@@ -198,7 +187,7 @@ def restore_training_state(
     state.step = int(saved["step"])
     rng = saved["rng"]
     if len(rng) == state.dist.world_size:
-        ckpt.set_rng_state(rng[state.dist.rank])
+        set_rng_state(rng[state.dist.rank])
     else:  # a different number of processes: the streams cannot continue, reseed
         seed_everything(int(saved["step"]) * 7919 + state.dist.rank)
     return int(saved["epoch"])
@@ -331,27 +320,6 @@ def train_gan(cfg: Config, opts: GanTrainOptions) -> RunFiles:
         return _train(cfg, opts, info)
     finally:
         cleanup(info)
-
-
-def check_minimums(opts: Any, minimums: tuple[tuple[str, str, int], ...]) -> None:
-    """Raise UsageError for the first (field, flag, minimum) of ``minimums`` that ``opts``
-    (an options dataclass) is below; None fields are unset and pass."""
-    for name, flag, low in minimums:
-        value = getattr(opts, name)
-        if value is not None and value < low:
-            raise UsageError(f"{flag} must be >= {low}, got {value}")
-
-
-def full_batches(n_images: int, batch_size: int, info: DistInfo, data_dir: Any) -> int:
-    """Steps in an epoch of ``n_images`` (this process's share); a batch larger than that is a
-    UsageError (the run would end at step 0)."""
-    if n_images < batch_size:
-        per = f" per process ({info.world_size} processes)" if info.world_size > 1 else ""
-        raise UsageError(
-            f"--batch-size {batch_size} is larger than the {n_images} training images{per} of "
-            f"{data_dir}: use --batch-size {n_images} or less"
-        )
-    return n_images // batch_size
 
 
 def check_options(opts: GanTrainOptions) -> None:

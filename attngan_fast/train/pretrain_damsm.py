@@ -1,13 +1,14 @@
 """DAMSM pretraining: the text encoder and the image encoder's projections on the DAMSM loss.
 
-As the original ``pretrain_DAMSM.py``: loss = w_loss0 + w_loss1 + s_loss0 + s_loss1 (spec
-section 4) on the largest image of each sample, Adam(lr, betas (0.5, 0.999)) over the text
-encoder's and the image encoder's trainable parameters, re-created at every epoch (as the original
-does: its moments restart each epoch) with lr = ENCODER_LR, multiplied by 0.98 after each epoch
-while lr > ENCODER_LR / 10; gradient norm of the RNN's parameters only clipped at RNN_GRAD_CLIP.
-Files ``text_encoder{E}.pth`` / ``image_encoder{E}.pth`` (plain state dicts, the original format)
-after epoch index E when E % SNAPSHOT_INTERVAL == 0 and after the last epoch, with
-``encoders.json`` and ``vocab.json`` beside them.
+As the original ``code/pretrain_DAMSM.py``: loss = w_loss0 + w_loss1 + s_loss0 + s_loss1 (the
+DAMSM word and sentence losses of Xu et al., CVPR 2018) on the largest image of each sample,
+Adam(lr, betas (0.5, 0.999)) over the text encoder's and the image encoder's trainable
+parameters, re-created at every epoch (as the original does: its moments restart each epoch) with
+lr = ENCODER_LR, multiplied by 0.98 after each epoch while lr > ENCODER_LR / 10; gradient norm
+of the RNN's parameters only clipped at RNN_GRAD_CLIP. Files ``text_encoder{E}.pth`` /
+``image_encoder{E}.pth`` (plain state dicts, the original format) after epoch index E when
+E % SNAPSHOT_INTERVAL == 0 and after the last epoch, with ``encoders.json`` and ``vocab.json``
+beside them.
 """
 
 from __future__ import annotations
@@ -19,15 +20,29 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from attngan_fast import ops
 from attngan_fast.config import Config
 from attngan_fast.data.dataset import prepare_batch
-from attngan_fast.errors import FileFormatError, UsageError
+from attngan_fast.errors import (
+    FileFormatError,
+    NonFiniteLossError,
+    NonFiniteWeightsError,
+    UsageError,
+)
+from attngan_fast.losses import damsm_terms
 from attngan_fast.models import load_inception_weights
-from attngan_fast.ops import original
-from attngan_fast.train import checkpoint as ckpt
-from attngan_fast.train.checkpoint import load_torch_file
-from attngan_fast.train.data import load_dataset, make_loader
+from attngan_fast.runtime import checkpoint as ckpt
+from attngan_fast.runtime.checkpoint import load_torch_file
+from attngan_fast.runtime.loaders import load_dataset, make_loader
+from attngan_fast.runtime.networks import (
+    EncoderSpec,
+    build_image_encoder,
+    build_text_encoder,
+    save_encoders,
+)
+from attngan_fast.runtime.run_dir import claim_output_dir, damsm_outputs, remove_files, save_vocab
+from attngan_fast.runtime.sampler import ResumableSampler
+from attngan_fast.runtime.seeding import seed_everything
+from attngan_fast.train.checks import check_minimums, full_batches
 from attngan_fast.train.distributed import (
     DistInfo,
     all_ranks_agree,
@@ -36,23 +51,8 @@ from attngan_fast.train.distributed import (
     unwrap,
     wrap_ddp,
 )
-from attngan_fast.train.encoders import (
-    EncoderSpec,
-    build_image_encoder,
-    build_text_encoder,
-    save_encoders,
-)
-from attngan_fast.train.gan_trainer import (
-    NonFiniteLossError,
-    NonFiniteWeightsError,
-    check_minimums,
-    full_batches,
-    seed_everything,
-)
 from attngan_fast.train.precision import autocast, make_scaler, resolve_precision
 from attngan_fast.train.progress import ProgressLogger, device_summary
-from attngan_fast.train.run_dir import claim_output_dir, damsm_outputs, remove_files, save_vocab
-from attngan_fast.train.sampler import ResumableSampler
 
 
 @dataclass
@@ -95,21 +95,12 @@ def damsm_total_loss(
     cfg: Config,
     use_original: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """w_loss0 + w_loss1 + s_loss0 + s_loss1 and the four terms (``ops.damsm_loss`` or the loop)."""
+    """w_loss0 + w_loss1 + s_loss0 + s_loss1 and the four terms (``losses.damsm_terms``)."""
     smooth = cfg.TRAIN.SMOOTH
-    if use_original:
-        batch = code.shape[0]
-        labels = torch.arange(batch, device=code.device)
-        w0, w1, _, _ = original.words_loss(
-            region, words, labels, cap_lens, class_ids, batch,
-            smooth.GAMMA1, smooth.GAMMA2, smooth.GAMMA3,
-        )  # fmt: skip
-        s0, s1 = original.sent_loss(code, sent, labels, class_ids, batch, smooth.GAMMA3)
-    else:
-        w0, w1, s0, s1 = ops.damsm_loss(
-            region, code, words, sent, cap_lens, class_ids,
-            smooth.GAMMA1, smooth.GAMMA2, smooth.GAMMA3,
-        )[:4]  # fmt: skip
+    w0, w1, s0, s1 = damsm_terms(
+        region, code, words, sent, cap_lens, class_ids,
+        smooth.GAMMA1, smooth.GAMMA2, smooth.GAMMA3, original_loop=use_original,
+    )  # fmt: skip
     terms = {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}
     return w0 + w1 + s0 + s1, terms
 
@@ -143,9 +134,9 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
     if opts.image_encoder == "small":  # one branch at the encoder's own size
         data_cfg = _with_images(cfg, opts.small_size)
     dataset = load_dataset(opts.data_dir, data_cfg, "train", opts.layout)
-    spec = EncoderSpec(
-        n_words=dataset.n_words, nef=cfg.TEXT.EMBEDDING_DIM, rnn_type=cfg.RNN_TYPE,
-        image_encoder=opts.image_encoder, small_ndf=opts.small_ndf, small_size=opts.small_size,
+    spec = EncoderSpec.from_config(
+        cfg, dataset.n_words, image_encoder=opts.image_encoder, small_ndf=opts.small_ndf,
+        small_size=opts.small_size,
     )  # fmt: skip
     text_encoder = build_text_encoder(spec).to(device)
     image_encoder = build_image_encoder(spec)
@@ -198,11 +189,13 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
             image_ddp.train()
             sampler.set_epoch(epoch)
             for batch in make_loader(dataset, sampler, batch_size, opts.workers):
-                batch = prepare_batch(batch, device)
+                batch = prepare_batch(batch)  # sorted as the original does, still on the CPU
+                cap_lens_cpu = batch.cap_lens  # the text encoder packs by it: no device sync
+                batch = prepare_batch(batch, device, sort=False)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(opts.precision, device):
                     region, code = image_ddp(batch.images[-1])
-                    words, sent = text_ddp(batch.captions, batch.cap_lens)
+                    words, sent = text_ddp(batch.captions, cap_lens_cpu)
                     loss, terms = damsm_total_loss(
                         region, code, words, sent, batch.cap_lens, batch.class_ids, cfg,
                         opts.original_damsm_loop,

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from attngan_fast.data.vocab import Vocabulary
+from attngan_fast.runtime.generation import generate_images
 from attngan_fast.train.ema import ParamEMA
 from attngan_fast.viz import save_attention_figure, save_image_grid
 
@@ -86,9 +87,7 @@ class SampleWriter:
         with torch.random.fork_rng(devices=devices, device_type=device.type):
             torch.manual_seed(self.seed)
             ids, lens = self.ids.to(device), self.lens.to(device)
-            words, sent = text_encoder(ids, lens)
-            mask = (ids == 0)[:, : words.shape[2]]
-            imgs, atts, _, _ = net(self.noise.to(device), sent, words, mask)
+            imgs, atts = generate_images(net, text_encoder, ids, lens, self.noise.to(device))
         return [x.float().cpu() for x in imgs], [a.float().cpu() for a in atts]
 
     def write(

@@ -12,8 +12,8 @@ from attngan_fast.data.text_image import load_text_image_dataset
 from attngan_fast.models.generator import G_NET
 from attngan_fast.models.image_encoder import SmallImageEncoder
 from attngan_fast.models.text_encoder import RNN_ENCODER
-from attngan_fast.train.encoders import EncoderSpec
-from attngan_fast.train.run_dir import save_config, save_vocab
+from attngan_fast.runtime.networks import EncoderSpec
+from attngan_fast.runtime.run_dir import save_config, save_vocab
 
 
 @pytest.fixture(scope="session")

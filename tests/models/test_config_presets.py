@@ -1,4 +1,4 @@
-"""Config presets (the spec's table), the shipped yml files and the original-style yml loader."""
+"""Config presets (the original's values), the shipped yml files, the original-style yml loader."""
 
 import re
 from pathlib import Path
@@ -16,8 +16,9 @@ from attngan_fast.config import (
 )
 from attngan_fast.errors import UsageError
 
-# The spec's section 1 table, written out independently of attngan_fast/config.py.
-SPEC = {
+# The original's values (code/cfg/*.yml and DAMSM/*.yml of taoxugit/AttnGAN), written out
+# independently of attngan_fast/config.py.
+ORIGINAL = {
     "birds": dict(branch=3, base=64, batch=20, epochs=600, ngf=32, ndf=64, r_num=2, lam=5.0,
                   captions=10, words=18),
     "coco": dict(branch=3, base=64, batch=14, epochs=120, ngf=48, ndf=96, r_num=3, lam=50.0,
@@ -27,9 +28,9 @@ SPEC = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("name", list(SPEC))
+@pytest.mark.parametrize("name", list(ORIGINAL))
 def test_preset_values_match_the_spec(name):
-    cfg, spec = preset(name), SPEC[name]
+    cfg, spec = preset(name), ORIGINAL[name]
     assert cfg.TREE.BRANCH_NUM == spec["branch"]
     assert cfg.TREE.BASE_SIZE == spec["base"]
     assert cfg.TRAIN.BATCH_SIZE == spec["batch"]

@@ -146,7 +146,8 @@ def original_attention(att, h, words, mask):
 
 
 def per_sample_attention(att, h, words, mask):
-    """Each sample with its own mask: the spec's section 3, written per sample."""
+    """Each sample with its own mask (the original's GlobalAttentionGeneral without its issue #93
+    mask bug), written per sample."""
     outs, maps = [], []
     for i in range(h.shape[0]):
         src = att.conv_context.weight.flatten(1) @ words[i]  # C x T

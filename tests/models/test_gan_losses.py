@@ -1,10 +1,18 @@
-"""The GAN losses equal direct transcriptions of the original BCE formulas (spec section 5)."""
+"""The GAN losses equal direct transcriptions of the original's BCE formulas (miscc/losses.py)."""
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from attngan_fast.losses import KL_loss, discriminator_loss, generator_loss, sent_loss, words_loss
+from attngan_fast.losses import (
+    KL_loss,
+    damsm_terms,
+    discriminator_loss,
+    generator_loss,
+    sent_loss,
+    words_loss,
+)
 from attngan_fast.models import D_NET64, D_NET128, D_NET256, SmallImageEncoder, init_weights
 from attngan_fast.ops import original
 
@@ -81,7 +89,8 @@ def test_kl_loss_formula():
     torch.testing.assert_close(KL_loss(mu, logvar), want)
 
 
-def test_generator_loss_formula():
+@pytest.mark.parametrize("original_loop", [False, True])
+def test_generator_loss_formula(original_loop):
     nets = nn.ModuleList([D_NET64(2, 16), D_NET128(2, 16), D_NET256(2, 16)]).eval()
     enc = SmallImageEncoder(nef=16, ndf=4, image_size=64).eval()
     fakes = [torch.randn(B, 3, s, s, requires_grad=True) for s in (64, 128, 256)]
@@ -91,7 +100,7 @@ def test_generator_loss_formula():
     lam = 5.0
     total, logs = generator_loss(
         nets, enc, fakes, words, sent, cap_lens, class_ids, lambda_=lam, gamma1=G1, gamma2=G2,
-        gamma3=G3,
+        gamma3=G3, original_loop=original_loop,
     )  # fmt: skip
     want = 0.0
     for i, d in enumerate(nets):
@@ -127,3 +136,19 @@ def test_words_and_sent_loss_wrappers():
     torch.testing.assert_close(
         sent_loss(code, sent, None, G3), original.sent_loss(code, sent, labels, None, B, G3)
     )
+
+
+@pytest.mark.parametrize("class_ids", [None, np.array([0, 1, 0, 2])])
+def test_damsm_terms_fused_and_original_loop_agree(class_ids):
+    local, code = torch.randn(B, 8, 5, 5), torch.randn(B, 8)
+    words, sent = torch.randn(B, 8, 7), torch.randn(B, 8)
+    cap_lens = torch.tensor([7, 2, 4, 5])
+    fused = damsm_terms(local, code, words, sent, cap_lens, class_ids, G1, G2, G3)
+    loop = damsm_terms(
+        local, code, words, sent, cap_lens, class_ids, G1, G2, G3, original_loop=True
+    )
+    assert len(fused) == len(loop) == 4
+    torch.testing.assert_close(fused, loop, rtol=1e-5, atol=1e-5)
+    labels, ids = torch.arange(B), None if class_ids is None else torch.from_numpy(class_ids)
+    w0, w1, _, _ = original.words_loss(local, words, labels, cap_lens, ids, B, G1, G2, G3)
+    torch.testing.assert_close(loop[:2], (w0, w1), rtol=0, atol=0)  # the loop itself

@@ -11,10 +11,9 @@ from attngan_fast.models import (
     RNN_ENCODER,
     Inception3,
     SmallImageEncoder,
-    build_discriminators,
-    build_generator,
     init_weights,
 )
+from attngan_fast.runtime.networks import build_discriminators, build_generator
 
 B = 2
 

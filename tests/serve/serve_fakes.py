@@ -6,7 +6,7 @@ from attngan_fast.config import config_from_dict, preset
 from attngan_fast.data.vocab import Vocabulary
 from attngan_fast.models.generator import G_NET
 from attngan_fast.models.text_encoder import RNN_ENCODER
-from attngan_fast.train.run_dir import save_config, save_vocab
+from attngan_fast.runtime.run_dir import save_config, save_vocab
 
 WORDS = "this bird has a red blue white crown body wings and with belly small".split()
 WORDS_NUM = 16  # the run's TEXT.WORDS_NUM: the longest caption the server takes

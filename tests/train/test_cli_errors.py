@@ -15,7 +15,7 @@ from train_helpers import tiny_gan_cfg
 
 from attngan_fast import cli
 from attngan_fast.errors import UsageError
-from attngan_fast.models import build_generator
+from attngan_fast.runtime.networks import build_generator
 from attngan_fast.train.gan_trainer import GanTrainOptions, train_gan
 
 TINY = [

@@ -41,8 +41,8 @@ def _worker(rank: int, world: int, port: int, results) -> None:
     )  # fmt: skip
     torch.set_num_threads(1)
     from attngan_fast.ops import damsm_loss
+    from attngan_fast.runtime.networks import EncoderSpec, build_image_encoder, build_text_encoder
     from attngan_fast.train.distributed import cleanup, init_distributed, wrap_ddp
-    from attngan_fast.train.encoders import EncoderSpec, build_image_encoder, build_text_encoder
     from attngan_fast.train.gan_step import build_gan_state, gan_train_step, synthetic_batch
 
     info = init_distributed("cpu")

@@ -9,10 +9,9 @@ import torch
 from train_helpers import tiny_gan_cfg
 
 from attngan_fast.errors import FileFormatError
-from attngan_fast.generate import load_generation_models
-from attngan_fast.models import build_generator
-from attngan_fast.train.encoders import load_encoders
-from attngan_fast.train.run_dir import load_vocab
+from attngan_fast.runtime.generation import load_generation_models
+from attngan_fast.runtime.networks import build_generator, load_encoders
+from attngan_fast.runtime.run_dir import load_vocab
 
 
 def _named(path, *also):
@@ -71,7 +70,7 @@ def test_bad_vocabulary_json(tmp_path):
 
 def test_bad_run_and_attribute_json_are_named(tmp_path):
     from attngan_fast.data.synth_birds import load_synth_attributes
-    from attngan_fast.generate import resolve_generation_files
+    from attngan_fast.runtime.run_dir import resolve_generation_files
 
     run = tmp_path / "run"
     (run / "Model").mkdir(parents=True)

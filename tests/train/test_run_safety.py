@@ -8,16 +8,17 @@ import sys
 
 import pytest
 import torch
-from train_helpers import gan_opts, tiny_damsm_cfg, tiny_gan_cfg
+from train_helpers import gan_opts, poison_loss, tiny_damsm_cfg, tiny_gan_cfg
 
-from attngan_fast.errors import OutputExistsError, UsageError
-from attngan_fast.train import checkpoint as ckpt
-from attngan_fast.train import gan_trainer
-from attngan_fast.train.gan_trainer import (
+from attngan_fast.errors import (
     NonFiniteLossError,
     NonFiniteWeightsError,
-    train_gan,
+    OutputExistsError,
+    UsageError,
 )
+from attngan_fast.runtime import checkpoint as ckpt
+from attngan_fast.train import gan_trainer
+from attngan_fast.train.gan_trainer import train_gan
 from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
 
 
@@ -85,14 +86,7 @@ def test_nan_weights_with_finite_losses_are_never_saved(
 def test_non_finite_loss_before_any_checkpoint_names_none(
     tmp_path, synth_root, damsm_files, monkeypatch
 ):
-    real_step = gan_trainer.gan_train_step
-
-    def step(state, batch):
-        logs = real_step(state, batch)
-        logs["errG_total"] = math.inf
-        return logs
-
-    monkeypatch.setattr(gan_trainer, "gan_train_step", step)
+    poison_loss(monkeypatch, "errG_total", math.inf)
     with pytest.raises(NonFiniteLossError, match="step 1 .*no checkpoint was written") as exc:
         train_gan(tiny_gan_cfg(), gan_opts(tmp_path, synth_root, damsm_files, max_steps=6))
     assert "checkpoint.pt" not in str(exc.value)

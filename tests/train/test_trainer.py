@@ -10,13 +10,13 @@ import sys
 
 import pytest
 import torch
-from train_helpers import gan_opts, tiny_gan_cfg
+from train_helpers import gan_opts, poison_loss, tiny_gan_cfg
 
+from attngan_fast.errors import NonFiniteLossError
 from attngan_fast.models import RNN_ENCODER, SmallImageEncoder
-from attngan_fast.train import checkpoint as ckpt
-from attngan_fast.train import gan_trainer
-from attngan_fast.train.encoders import load_encoders
-from attngan_fast.train.gan_trainer import NonFiniteLossError, train_gan
+from attngan_fast.runtime import checkpoint as ckpt
+from attngan_fast.runtime.networks import load_encoders
+from attngan_fast.train.gan_trainer import train_gan
 
 
 def test_pretrain_writes_original_format(damsm_files):
@@ -104,15 +104,7 @@ def test_run_files(tmp_path, synth_root, damsm_files):
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, synth_root, damsm_files, monkeypatch):
-    real_step = gan_trainer.gan_train_step
-
-    def step(state, batch):
-        logs = real_step(state, batch)
-        if state.step == 3:
-            logs["errD1"] = math.nan
-        return logs
-
-    monkeypatch.setattr(gan_trainer, "gan_train_step", step)
+    poison_loss(monkeypatch, "errD1", math.nan, at_step=3)
     opts = gan_opts(tmp_path, synth_root, damsm_files, max_steps=6, checkpoint_every=2)
     with pytest.raises(NonFiniteLossError, match=r"step 3 .*errD1 = nan"):
         train_gan(tiny_gan_cfg(), opts)

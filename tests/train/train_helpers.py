@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from attngan_fast.config import config_from_dict, preset
+from attngan_fast.train import gan_trainer
 from attngan_fast.train.gan_trainer import GanTrainOptions
 
 
@@ -36,3 +37,16 @@ def gan_opts(out, synth_root, damsm_files, **kw) -> GanTrainOptions:
         checkpoint_every=1000, sample_every=0, log_every=1, progress=False, seed=3,
     )  # fmt: skip
     return GanTrainOptions(**{**base, **kw})
+
+
+def poison_loss(monkeypatch, key: str, value: float, at_step: int | None = None) -> None:
+    """Make the trainer's GAN step report ``key = value`` (at step ``at_step``, or every step)."""
+    real_step = gan_trainer.gan_train_step
+
+    def step(state, batch):
+        logs = real_step(state, batch)
+        if at_step is None or state.step == at_step:
+            logs[key] = value
+        return logs
+
+    monkeypatch.setattr(gan_trainer, "gan_train_step", step)

@@ -25,9 +25,9 @@ import torch
 
 from attngan_fast.config import config_from_dict, preset
 from attngan_fast.data.synth_birds import VARIETIES, make_synth_birds
+from attngan_fast.runtime.run_dir import load_vocab
 from attngan_fast.train.gan_trainer import GanTrainOptions, train_gan
 from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
-from attngan_fast.train.run_dir import load_vocab
 from attngan_fast.viz import save_image_grid
 
 # Captions for the pictures: each changes one colour word, so the rows should differ in it.
@@ -246,7 +246,7 @@ def evaluate_colours(
         load_real_images,
         train_classifier,
     )
-    from attngan_fast.generate import load_generation_models
+    from attngan_fast.runtime.generation import generate_images, load_generation_models
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     clf, report = train_classifier(
@@ -257,15 +257,11 @@ def evaluate_colours(
         run_dir / "Model" / "netG.pth", run_dir / "Model" / "text_encoder.pth",
         load_vocab(run_dir / "vocab.json"), dev,
     )  # fmt: skip
-    z_dim = models.netG.h_net1.in_dim - models.netG.ca_net.c_dim
     gen = torch.Generator(device=dev).manual_seed(0)
 
-    @torch.no_grad()
     def generate_fn(ids: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        ids = ids.to(dev)
-        words, sent = models.text_encoder(ids, lens)
-        z = torch.randn(len(ids), z_dim, device=dev, generator=gen)
-        images, _, _, _ = models.netG(z, sent, words, (ids == 0)[:, : words.shape[2]], False)
+        z = torch.randn(len(ids), models.z_dim, device=dev, generator=gen)
+        images, _ = generate_images(models.netG, models.text_encoder, ids.to(dev), lens, z, False)
         return images[-1]
 
     targets = load_caption_targets(data, "test", per_image=s.eval_captions_per_image)
@@ -308,7 +304,8 @@ def write_pictures(
     run_dir: str | Path, out: str | Path, device: str | None = None, seed: int = 0
 ) -> dict[str, Path]:
     """``colours.png`` and ``generated/`` from a finished GAN run (EMA generator)."""
-    from attngan_fast.generate import generate, load_generation_models, sample_images
+    from attngan_fast.generate import generate
+    from attngan_fast.runtime.generation import load_generation_models, sample_images
 
     run_dir, out = Path(run_dir), Path(out)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")

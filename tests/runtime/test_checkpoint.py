@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import re
 import subprocess
 import sys
@@ -15,7 +14,8 @@ import torch
 from fuzz import mutations
 
 from attngan_fast.errors import FileFormatError
-from attngan_fast.train import checkpoint as ckpt
+from attngan_fast.runtime import checkpoint as ckpt
+from attngan_fast.runtime.seeding import rng_state, set_rng_state
 
 
 def test_save_atomic_round_trip(tmp_path):
@@ -50,7 +50,7 @@ def test_process_killed_mid_save_keeps_previous_file(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, torch
-        from attngan_fast.train import checkpoint as ckpt
+        from attngan_fast.runtime import checkpoint as ckpt
         real_save = torch.save
         def dying_save(obj, f, *a, **k):
             real_save(obj, f, *a, **k)
@@ -70,14 +70,6 @@ def test_process_killed_mid_save_keeps_previous_file(tmp_path):
     ckpt.save_atomic({"step": 3}, path)  # the next save still works, and cleans up
     assert ckpt.load(path) == {"step": 3}
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
-
-
-def test_rng_state_round_trip():
-    state = ckpt.rng_state()
-    a = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
-    ckpt.set_rng_state(state)
-    b = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
-    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
 def test_load_missing_file_names_it(tmp_path):
@@ -123,14 +115,14 @@ def test_training_checkpoints_load_weights_only(tmp_path):
     the file below is laid out as this project has always written them."""
     adam = torch.optim.Adam([torch.nn.Parameter(torch.ones(1))])
     payload = {"format": "attngan-fast/gan-training", "version": 1, "step": 3,
-               "netG": {"w": torch.randn(2)}, "rng": [ckpt.rng_state()], "scaler": None,
+               "netG": {"w": torch.randn(2)}, "rng": [rng_state()], "scaler": None,
                "optimizerG": adam.state_dict()}  # fmt: skip
     path = ckpt.save_atomic(payload, tmp_path / "checkpoint.pt")
     back = ckpt.load(path)
     assert back["step"] == 3 and torch.equal(back["netG"]["w"], payload["netG"]["w"])
     state = back["rng"][0]["numpy"]
     assert state[1].dtype == np.uint32 and np.array_equal(state[1], payload["rng"][0]["numpy"][1])
-    ckpt.set_rng_state(back["rng"][0])
+    set_rng_state(back["rng"][0])
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
@@ -138,7 +130,7 @@ def test_checkpoint_loader_fuzz(tmp_path):
     """Damaged checkpoints (random bytes, bit flips, truncations; fixed seed): each loads or is one
     FileFormatError naming the file."""
     payload = {"format": "attngan-fast/gan-training", "step": 3, "netG": {"w": torch.randn(64)},
-               "rng": [ckpt.rng_state()], "cfg": {"GAN": {"GF_DIM": 2}}}  # fmt: skip
+               "rng": [rng_state()], "cfg": {"GAN": {"GF_DIM": 2}}}  # fmt: skip
     good = ckpt.save_atomic(payload, tmp_path / "good.pt").read_bytes()
     path = tmp_path / "checkpoint.pt"
     outcomes = {"loaded": 0, "refused": 0}

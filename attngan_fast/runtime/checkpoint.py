@@ -1,4 +1,4 @@
-"""Atomic checkpoint files and the random-number-generator state they carry.
+"""Atomic checkpoint files: saving, weights-only loading, and telling which file a state dict is.
 
 ``save_atomic`` writes to a temporary file in the target's folder, flushes it to disk and renames it
 over the target with ``os.replace`` (atomic on POSIX and Windows), so a run killed mid-save leaves
@@ -8,9 +8,6 @@ save of the same target removes.
 ``load`` / ``load_torch_file`` read with ``torch.load(weights_only=True)``: tensors and plain
 values only (plus the uint32 numpy array of numpy's generator state in a training checkpoint), so
 a file that would run code when unpickled is refused. Every failure names the file.
-
-``rng_state`` / ``set_rng_state`` capture and restore every generator a training step draws from:
-torch's CPU generator, every CUDA device's, numpy's global and Python's ``random``.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ from __future__ import annotations
 import glob
 import os
 import pickle
-import random
 import re
 import tempfile
 import warnings
@@ -85,8 +81,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 # What a training checkpoint holds beyond tensors and plain values: numpy's generator state in
-# ``rng_state()``, a uint32 array (pickled as numpy 1 or numpy 2 wrote it). Only the uint32 dtype
-# can be built, so no other numpy array (object arrays included) gets through.
+# ``seeding.rng_state()``, a uint32 array (pickled as numpy 1 or numpy 2 wrote it). Only the
+# uint32 dtype can be built, so no other numpy array (object arrays included) gets through.
 _RECONSTRUCT = np_multiarray._reconstruct
 CHECKPOINT_GLOBALS: list[Any] = [
     (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
@@ -197,22 +193,16 @@ def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
     return next(name for name, t in floats if not torch.isfinite(t).all())
 
 
-def rng_state() -> dict[str, Any]:
-    """The state of torch (CPU and every CUDA device), numpy and Python random generators."""
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what ``rng_state`` captured (CUDA states only where CUDA is present)."""
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def load_state_dict_file(
+    path: str | os.PathLike[str], what: str = "a state dict"
+) -> dict[str, Any]:
+    """A state dict saved by ``torch.save`` (also the original's PyTorch 0.3 / Python 2 files, and
+    ``{"state_dict": ...}`` wrappers); FileFormatError naming ``path`` when it holds anything else.
+    """
+    path = Path(path)
+    state = load_torch_file(path, what=what)
+    if isinstance(state, Mapping) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise FileFormatError(f"{path}: does not hold a state dict; expected {what}")
+    return dict(state)

@@ -11,12 +11,15 @@
     <out>/Model/text_encoder.pth   copy of the frozen text encoder used (generation needs it)
 
 DAMSM pretraining writes ``text_encoder{E}.pth`` / ``image_encoder{E}.pth`` / ``encoders.json``
-and ``vocab.json`` into its own ``--out``.
+and ``vocab.json`` into its own ``--out``. ``resolve_generation_files`` finds what generating
+needs (G, text encoder, vocabulary) in a run folder, or beside the original code's files.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ import yaml
 
 from attngan_fast.config import Config
 from attngan_fast.data._io import read_json
+from attngan_fast.data.captions import load_captions_pickle
 from attngan_fast.data.vocab import Vocabulary
 from attngan_fast.errors import FileFormatError, OutputExistsError, UsageError
 
@@ -171,3 +175,88 @@ def write_json(data: dict[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     return path
+
+
+@dataclass
+class GenerationFiles:
+    """Where a trained model's parts are: G (EMA weights), text encoder, vocabulary."""
+
+    netG: Path
+    text_encoder: Path
+    vocab: Path
+    legacy_mask: bool = False
+
+
+def _latest(folder: Path, pattern: str) -> Path | None:
+    """The file matching ``pattern`` (one ``*``) with the largest number in it, if any."""
+    found = []
+    for path in folder.glob(pattern):
+        digits = re.findall(r"\d+", path.stem)
+        found.append((int(digits[-1]) if digits else -1, path.name, path))
+    return max(found)[2] if found else None
+
+
+def _first(candidates: Sequence[Path | None]) -> Path | None:
+    return next((p for p in candidates if p is not None and p.is_file()), None)
+
+
+def resolve_generation_files(
+    checkpoint: str | Path,
+    text_encoder: str | Path | None = None,
+    vocab: str | Path | None = None,
+) -> GenerationFiles:
+    """Find G, the text encoder and the vocabulary from ``checkpoint``.
+
+    ``checkpoint`` is a training run's folder (``Model/netG.pth`` or the latest
+    ``Model/netG_epoch_*.pth``, ``Model/text_encoder.pth``, ``vocab.json``), its ``Model`` folder,
+    or a netG file (original ``netG_epoch_600.pth`` included). ``text_encoder`` (a
+    ``text_encoder*.pth``) and ``vocab`` (``vocab.json`` or the original's ``captions.pickle``)
+    override what is found; for original checkpoints give both.
+    """
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint file or folder there")
+    if path.is_file():
+        netG, model_dir = path, path.parent
+    else:
+        model_dir = path / "Model" if (path / "Model").is_dir() else path
+        netG = _first([model_dir / "netG.pth", _latest(model_dir, "netG_epoch_*.pth")])
+        if netG is None:
+            raise FileNotFoundError(
+                f"{path}: no generator there (expected Model/netG.pth or Model/netG_epoch_N.pth "
+                "of a training run, or pass the netG file itself)"
+            )
+    roots = [model_dir, model_dir.parent]
+    text = Path(text_encoder) if text_encoder is not None else _first(
+        [model_dir / "text_encoder.pth", *(_latest(r, "text_encoder*.pth") for r in roots)]
+    )  # fmt: skip
+    if text is None:
+        raise FileNotFoundError(
+            f"no text encoder found beside {netG}: pass --text-encoder text_encoderN.pth"
+        )
+    voc = Path(vocab) if vocab is not None else _first(
+        [r / name for r in roots for name in ("vocab.json", "captions.pickle")]
+    )  # fmt: skip
+    if voc is None:
+        raise FileNotFoundError(
+            f"no vocabulary found beside {netG}: pass --vocab vocab.json (written by training) "
+            "or the dataset's captions.pickle"
+        )
+    return GenerationFiles(netG, text, voc, run_legacy_mask(RunFiles(model_dir.parent)))
+
+
+def run_legacy_mask(run: RunFiles) -> bool:
+    """Whether the run was trained with the original's attention mask (``legacy_mask`` in its
+    run.json; False without a run.json)."""
+    if not run.run_json.is_file():
+        return False
+    info = read_json(run.run_json, "run.json (written by training) records the run's options")
+    return bool(info.get("legacy_mask", False)) if isinstance(info, dict) else False
+
+
+def load_vocabulary(path: str | Path) -> Vocabulary:
+    """A vocabulary from ``vocab.json`` (training runs) or a ``captions.pickle`` (datasets)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return load_vocab(path)
+    return load_captions_pickle(path).vocab

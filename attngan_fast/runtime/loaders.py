@@ -16,7 +16,7 @@ from attngan_fast.config import Config
 from attngan_fast.data.dataset import CaptionedImageDataset, collate
 from attngan_fast.data.folder import load_folder_dataset
 from attngan_fast.data.text_image import load_text_image_dataset
-from attngan_fast.train.sampler import ResumableSampler
+from attngan_fast.runtime.sampler import ResumableSampler
 
 LAYOUTS = ("auto", "cub", "coco", "folder")
 
