@@ -65,6 +65,15 @@ class D_GET_LOGITS(nn.Module):
         self.outlogits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4))
 
     def forward(self, h_code: Tensor, c_code: Tensor | None = None) -> Tensor:
+        if h_code.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # On 4 x 4 maps oneDNN's bf16 kernels lose to fp32 (the 1-channel ``outlogits`` conv
+            # takes 40x its fp32 time, ``jointConv`` 2x): on the CPU the head runs in fp32.
+            with torch.autocast("cpu", enabled=False):
+                c_code = None if c_code is None else c_code.float()
+                return self._logits(h_code.float(), c_code)
+        return self._logits(h_code, c_code)
+
+    def _logits(self, h_code: Tensor, c_code: Tensor | None) -> Tensor:
         if self.bcondition and c_code is not None:
             c_code = c_code.view(-1, self.ef_dim, 1, 1).expand(-1, -1, *h_code.shape[2:])
             h_code = self.jointConv(torch.cat((h_code, c_code), 1))

@@ -122,10 +122,12 @@ def build_gan_state(
     discriminators = build_discriminators(cfg).to(device, memory_format=memory_format)
     if sync_bn and dist.enabled:
         discriminators = nn.SyncBatchNorm.convert_sync_batchnorm(discriminators)
-    betas = (0.5, 0.999)
-    optimizer_g = torch.optim.Adam(generator.parameters(), lr=cfg.TRAIN.GENERATOR_LR, betas=betas)
+    # On the CPU, PyTorch's fused Adam (one pass over each parameter's state, same update) takes
+    # a third of the time of its default per-tensor loop: ~100 M D parameters at birds size.
+    adam = {"betas": (0.5, 0.999), "fused": True if device.type == "cpu" else None}
+    optimizer_g = torch.optim.Adam(generator.parameters(), lr=cfg.TRAIN.GENERATOR_LR, **adam)
     optimizers_d = [
-        torch.optim.Adam(d.parameters(), lr=cfg.TRAIN.DISCRIMINATOR_LR, betas=betas)
+        torch.optim.Adam(d.parameters(), lr=cfg.TRAIN.DISCRIMINATOR_LR, **adam)
         for d in discriminators
     ]
     return GanState(
@@ -146,6 +148,18 @@ def build_gan_state(
         original_damsm_loop=original_damsm_loop,
         dist=dist,
     )
+
+
+def compile_models(state: GanState, backend: str = "inductor") -> None:
+    """``torch.compile`` G, each D (with its heads and its loss), and the image encoder in place
+    (``nn.Module.compile``: state-dict keys do not change, checkpoints stay loadable). On the CPU
+    inductor generates C++/OpenMP kernels; the first iteration pays the compilation. The text
+    encoder (packed LSTM) stays eager."""
+    modules: list[nn.Module] = [state.netG, state.image_encoder, *state.d_losses]
+    for d in state.discriminators:
+        modules += [m for m in (d, d.COND_DNET, getattr(d, "UNCOND_DNET", None)) if m is not None]
+    for module in modules:
+        module.compile(backend=backend, dynamic=False)
 
 
 def synthetic_batch(

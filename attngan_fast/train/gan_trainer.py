@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,9 @@ from attngan_fast.train.distributed import (
     cleanup,
     init_distributed,
 )
-from attngan_fast.train.gan_step import GanState, build_gan_state, gan_train_step
-from attngan_fast.train.progress import ProgressLogger, truncate_metrics
+from attngan_fast.train.gan_step import GanState, build_gan_state, compile_models, gan_train_step
+from attngan_fast.train.precision import resolve_precision
+from attngan_fast.train.progress import ProgressLogger, device_summary, truncate_metrics
 from attngan_fast.train.samples import SampleWriter
 
 CHECKPOINT_FORMAT = "attngan-fast/gan-training"
@@ -94,6 +96,8 @@ class GanTrainOptions:
     ``image_encoder`` file beside it). max_epochs defaults to cfg.TRAIN.MAX_EPOCH; max_steps
     stops earlier. Snapshots of netG (EMA weights) every cfg.TRAIN.SNAPSHOT_INTERVAL epochs.
     ema_decay 0.999 is the original; short runs look better with less averaging.
+    compile: torch.compile the networks (``gan_step.compile_models``); the first step's time,
+    compilation included, is printed.
     resume continues the run in out_dir; overwrite starts it again (its files are deleted first);
     without either, an out_dir holding a run is refused (OutputExistsError).
     """
@@ -117,6 +121,7 @@ class GanTrainOptions:
     resume: bool = False
     sync_bn: bool = False
     channels_last: bool = False
+    compile: bool = False
     original_damsm_loop: bool = False
     legacy_mask: bool = False
     ema_decay: float = 0.999
@@ -334,6 +339,10 @@ def check_options(opts: GanTrainOptions) -> None:
 
 def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
     check_options(opts)
+    precision, note = resolve_precision(opts.precision, info.device)
+    if note and info.is_main:
+        print(note, flush=True)
+    opts = replace(opts, precision=precision)
     files = RunFiles(Path(opts.out_dir))
     stale = claim_output_dir(
         files.root, files.outputs(), "a training run", overwrite=opts.overwrite,
@@ -367,6 +376,8 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
         legacy_mask=opts.legacy_mask, dist=info, sync_bn=opts.sync_bn,
     )  # fmt: skip
     state.ema.decay = opts.ema_decay
+    if opts.compile:
+        compile_models(state)
     sampler = ResumableSampler(
         len(dataset), seed=opts.seed, rank=info.rank, world_size=info.world_size
     )
@@ -414,13 +425,22 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
     logger = ProgressLogger(
         files.metrics, max_steps, state.step, batch_size * info.world_size,
         enabled=info.is_main, show_bar=opts.progress,
+        desc=f"train [{device_summary(state.device, state.precision)}]",
     )  # fmt: skip
+    first_step = True
     try:
         while state.step < max_steps and epoch < max_epochs:
             sampler.set_epoch(epoch)
             loader = make_loader(dataset, sampler, batch_size, opts.workers)
             for batch in loader:
+                t_step = time.perf_counter()
                 logs = gan_train_step(state, batch)
+                if opts.compile and first_step:
+                    first_step = False
+                    logger.write(
+                        f"torch.compile: the first step took {time.perf_counter() - t_step:.1f} s "
+                        "(compilation included)"
+                    )
                 sampler.advance(batch_size)
                 check_finite(logs, state.step, epoch, info, lambda: kept_checkpoint(files))
                 step = state.step

@@ -14,7 +14,7 @@ beside them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -51,8 +51,8 @@ from attngan_fast.train.distributed import (
     unwrap,
     wrap_ddp,
 )
-from attngan_fast.train.precision import autocast, check_precision, make_scaler
-from attngan_fast.train.progress import ProgressLogger
+from attngan_fast.train.precision import autocast, make_scaler, resolve_precision
+from attngan_fast.train.progress import ProgressLogger, device_summary
 
 
 @dataclass
@@ -116,7 +116,10 @@ def pretrain_damsm(cfg: Config, opts: PretrainOptions) -> tuple[Path, Path]:
 
 def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path, Path]:
     device = info.device
-    check_precision(opts.precision, device)
+    precision, note = resolve_precision(opts.precision, device)
+    if note and info.is_main:
+        print(note, flush=True)
+    opts = replace(opts, precision=precision)
     check_minimums(
         opts,
         (("max_epochs", "--epochs", 1), ("max_steps", "--steps", 1),
@@ -174,7 +177,8 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
         save_vocab(dataset.vocab, out / "vocab.json")
     logger = ProgressLogger(
         out / "metrics.jsonl", total, 0, batch_size * info.world_size,
-        enabled=info.is_main, show_bar=opts.progress, desc="damsm",
+        enabled=info.is_main, show_bar=opts.progress,
+        desc=f"damsm [{device_summary(device, opts.precision)}]",
     )  # fmt: skip
     lr, step = cfg.TRAIN.ENCODER_LR, 0
     paths: tuple[Path, Path] | None = None

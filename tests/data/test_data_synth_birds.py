@@ -195,3 +195,29 @@ def test_sizes_are_bounded(tmp_path):
     with pytest.raises(UsageError, match="n_train"):
         make_synth_birds(tmp_path / "b", 0, 1)
     assert not (tmp_path / "b").exists()
+
+
+def test_simple_variety_keeps_the_colours_and_fixes_the_rest(tmp_path):
+    from attngan_fast.data.synth_birds import SIMPLE
+
+    full = load_synth_attributes(make_synth_birds(tmp_path / "full", 12, 4, seed=3, image_size=64))
+    simple = load_synth_attributes(
+        make_synth_birds(tmp_path / "simple", 12, 4, seed=3, image_size=64, variety=SIMPLE)
+    )
+    full_images, simple_images = full, simple
+    assert len(simple_images) == 16
+    for a in simple_images.values():
+        assert (a["size"], a["pose"], a["facing"], a["background"]) == (
+            "large", "perched", "right", "plain"
+        )  # fmt: skip
+    colours = lambda images: sorted(tuple(a[p] for p in PARTS) for a in images.values())  # noqa: E731
+    assert colours(simple_images) == colours(full_images)
+
+
+def test_variety_values_are_checked():
+    from attngan_fast.data.synth_birds import Variety
+
+    with pytest.raises(UsageError, match="poses must be a non-empty subset"):
+        Variety(poses=("swimming",))
+    with pytest.raises(UsageError, match="backgrounds must be a non-empty subset"):
+        Variety(backgrounds=())
