@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from attngan_fast.argtypes import SEED, device_name, float_in, int_in
+from attngan_fast.config import PRESET_HELP
 from attngan_fast.errors import AttnGanError, UsageError
 
 PROG = "attngan-fast"
@@ -66,8 +67,10 @@ def _add_config_args(p: argparse.ArgumentParser, default_preset: str) -> None:
     g.add_argument(
         "--preset",
         default=default_preset,
-        choices=["birds", "coco", "damsm_birds", "damsm_coco"],
-        help="start from the original configuration of this name",
+        choices=list(PRESET_HELP),
+        metavar="NAME",
+        help="start from this configuration: "
+        + "; ".join(f"{name}: {what}" for name, what in PRESET_HELP.items()),
     )
     g.add_argument(
         "--cfg",
@@ -114,7 +117,12 @@ def _add_run_args(p: argparse.ArgumentParser, out_default: str) -> None:
         choices=["fp32", "bf16", "fp16"],
         help="fp32, or autocast mixed precision (fp16 uses a gradient scaler; GPU only)",
     )
-    p.add_argument("--workers", type=int_in(0, 256), default=0, help="data loading processes")
+    p.add_argument(
+        "--workers",
+        type=int_in(0, 256),
+        help="data loading processes (default: WORKERS of the config; 0 makes --resume bit for "
+        "bit)",
+    )
     p.add_argument("--seed", type=SEED, default=100, help="random seed (same seed, same run)")
     p.add_argument(
         "--original-damsm-loop",
@@ -339,6 +347,11 @@ def _config(args: argparse.Namespace, **values: object):
     return override(cfg, **values)
 
 
+def _workers(args: argparse.Namespace, cfg) -> int:
+    """--workers, else the config's WORKERS."""
+    return args.workers if args.workers is not None else cfg.WORKERS
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
 
@@ -350,7 +363,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             image_encoder=args.image_encoder, inception_weights=args.inception_weights,
             small_ndf=args.small_ndf, small_size=args.small_size, device=args.device,
             precision=args.precision, seed=args.seed, max_epochs=args.epochs,
-            max_steps=args.steps, workers=args.workers, log_every=args.log_every,
+            max_steps=args.steps, workers=_workers(args, cfg), log_every=args.log_every,
             original_damsm_loop=args.original_damsm_loop, progress=not args.no_progress,
             overwrite=args.overwrite,
         ),
@@ -378,7 +391,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             device=args.device, precision=args.precision, seed=args.seed,
             max_epochs=args.epochs, max_steps=args.steps, checkpoint_every=args.checkpoint_every,
             sample_every=args.sample_every, log_every=args.log_every,
-            sample_captions=args.sample_captions, workers=args.workers, resume=args.resume,
+            sample_captions=args.sample_captions, workers=_workers(args, cfg), resume=args.resume,
             sync_bn=args.sync_bn, channels_last=args.channels_last,
             original_damsm_loop=args.original_damsm_loop, legacy_mask=args.legacy_mask,
             ema_decay=args.ema_decay, progress=not args.no_progress, overwrite=args.overwrite,

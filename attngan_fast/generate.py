@@ -25,6 +25,7 @@ import torch
 
 from attngan_fast.runtime.generation import (
     GenerationModels,
+    attention_images,
     encode_prompts,
     load_generation_models,
     sample_images,
@@ -55,12 +56,13 @@ def generate(
     for i, prompt in enumerate(prompts):
         folder = out_dir / f"{i:03d}_{_slug(prompt.text)}"
         images, att_maps = sample_images(models, prompt.ids, n_samples, seed + i)
+        stage_numbers = [i + 1 for i in models.netG.spec.image_stages]
         for k in range(n_samples):
-            for s, stage in enumerate(images, 1):
+            for s, stage in zip(stage_numbers, images):
                 size = stage.shape[-1]
                 written.append(save_image(stage[k], folder / f"sample{k}_stage{s}_{size}px.png"))
             if attention and att_maps:
-                rows = images[1 : 1 + len(att_maps)]
+                rows = attention_images(models.netG, images)
                 written.append(
                     save_attention_figure(
                         folder / f"sample{k}_attention.png",

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from attngan_fast.config import Config
+from attngan_fast.config import Config, check_supported
 from attngan_fast.data.dataset import prepare_batch
 from attngan_fast.errors import (
     FileFormatError,
@@ -122,6 +122,7 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
         (("max_epochs", "--epochs", 1), ("max_steps", "--steps", 1),
          ("log_every", "--log-every", 1), ("workers", "--workers", 0)),
     )  # fmt: skip
+    check_supported(cfg)
     out = Path(opts.out_dir)
     stale = claim_output_dir(out, damsm_outputs(out), "DAMSM encoders", overwrite=opts.overwrite)
     seed_everything(opts.seed + info.rank)

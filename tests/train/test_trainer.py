@@ -65,7 +65,7 @@ def test_resume_is_bit_for_bit(tmp_path, synth_root, damsm_files):
         "--data", str(synth_root), "--text-encoder", str(damsm_files[0]),
         "--out", str(tmp_path / "b"), "--steps", "7", "--resume", "--seed", "99",
         "--checkpoint-every", "1000", "--sample-every", "0", "--log-every", "1",
-        "--no-progress", "--device", "cpu",
+        "--no-progress", "--device", "cpu", "--workers", "0",
     ]  # fmt: skip
     # --seed 99: a resumed run takes its random streams from the checkpoint, a fresh one would not
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # same thread count as this process
