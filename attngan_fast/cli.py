@@ -287,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:N")
     p.add_argument("--no-attention", action="store_true", help="skip the attention figures")
+    p.add_argument(
+        "--same-noise",
+        action="store_true",
+        help="the same z for every caption (seed --seed), so captions that differ in one word "
+        "show what that word changes; default: caption i gets seed --seed + i",
+    )
     p.add_argument("--legacy-mask", action="store_true", help="original checkpoints' mask bug")
     p.set_defaults(func=_cmd_generate)
 
@@ -428,7 +434,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     models = load_generation_models(netG, text, vocab, device, legacy_mask=args.legacy_mask)
     written = generate(
         models, args.captions, args.out, n_samples=args.samples, seed=args.seed,
-        attention=not args.no_attention,
+        attention=not args.no_attention, same_noise=args.same_noise,
     )  # fmt: skip
     print(f"{len(written)} images written under {args.out}")
     return 0
