@@ -177,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pretrain the DAMSM text and image encoders",
         description="Train the text encoder (bidirectional LSTM) and the image encoder on the "
         "DAMSM loss, as the original pretrain_DAMSM.py. Writes text_encoder<E>.pth and "
-        "image_encoder<E>.pth (original format) under --out; pass the text encoder to `train`.",
+        "image_encoder<E>.pth (original format) under --out; pass the text encoder to `train`. "
+        "After every epoch, text-image retrieval on the test split (R@1, R-precision) is logged "
+        "and the best epoch is kept as text_encoder_best.pth (best_encoders.json says which).",
         formatter_class=_Formatter,
     )
     _add_config_args(p, "damsm_birds")
@@ -205,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--lr", type=float_in(0.0, low_open=True), help="encoder learning rate (TRAIN.ENCODER_LR)"
+    )
+    p.add_argument(
+        "--no-test-eval",
+        action="store_true",
+        help="skip the retrieval scores on the test split after every epoch (and so the "
+        "best encoders, text_encoder_best.pth / image_encoder_best.pth)",
     )
     p.set_defaults(func=_cmd_pretrain)
 
@@ -359,6 +367,9 @@ def _workers(args: argparse.Namespace, cfg) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
 
     cfg = _config(args, **{"TRAIN.BATCH_SIZE": args.batch_size, "TRAIN.ENCODER_LR": args.lr})
@@ -371,10 +382,20 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             precision=args.precision, seed=args.seed, max_epochs=args.epochs,
             max_steps=args.steps, workers=_workers(args, cfg), log_every=args.log_every,
             original_damsm_loop=args.original_damsm_loop, progress=not args.no_progress,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, test_eval=not args.no_test_eval,
         ),
     )  # fmt: skip
     print(f"encoders: {text} and {image}")
+    best = Path(args.out) / "best_encoders.json"
+    if best.is_file():
+        record = json.loads(best.read_text(encoding="utf-8"))
+        rp = record["r_precision"]
+        score = f"R-precision {rp:.1f} %" if rp is not None else "R@1 text->image"
+        score += "" if rp is not None else f" {record['r1_text_to_image']:.1f} %"
+        print(
+            f"best on the test split: epoch {record['epoch']} (step {record['step']}), {score}: "
+            f"{best.with_name('text_encoder_best.pth')}"
+        )
     return 0
 
 
