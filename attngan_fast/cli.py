@@ -8,6 +8,7 @@
     attngan-fast eval ...                      # R-precision, attribute accuracy, IS / FID, t-SNE
     attngan-fast serve runs/demo/gan           # DrawingBot: web page + HTTP API (serve extra)
     attngan-fast bench ...                     # speed measurements (attngan_fast.bench)
+    attngan-fast experiment lambda|baselines   # the talk's tables, trained and evaluated here
 
 Configuration: a preset (``--preset birds``), or ``--cfg file.yml`` in the original AttnGAN format,
 then ``--set KEY=VALUE`` (original key names, e.g. ``--set TRAIN.SMOOTH.LAMBDA=5``) and the
@@ -57,6 +58,7 @@ DELEGATED = {
     "eval": "attngan_fast.eval.cli",
     "bench": "attngan_fast.bench.cli",
     "serve": "attngan_fast.serve.cli",
+    "experiment": "attngan_fast.experiment.cli",
 }
 # SynthBirds bounds (make_synth_birds checks the same): images per split and their side in pixels.
 MAX_IMAGES, MIN_SIZE, MAX_SIZE = 100_000, 32, 1024
@@ -337,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure speed: ops, a training iteration, original vs fused", add_help=False
     )
     sub.add_parser("serve", help="DrawingBot: web page and HTTP API (serve extra)", add_help=False)
+    sub.add_parser(
+        "experiment",
+        help="the talk's tables: lambda sweep, AttnGAN vs StackGAN-v2 vs GAN-INT-CLS",
+        add_help=False,
+    )
     return parser
 
 
