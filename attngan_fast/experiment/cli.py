@@ -51,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--size", default="cpu", choices=list(SIZES), help="sizes of data, networks, evaluation"
     )
     parser.add_argument(
-        "--budget", type=int_in(1), metavar="STEPS", help="training steps per setting"
+        "--budget",
+        type=int_in(1),
+        metavar="STEPS",
+        help="training steps per setting (default: the size's, "
+        + ", ".join(f"{k} {v.budget}" for k, v in SIZES.items())
+        + ")",
     )
     parser.add_argument("--seed", type=SEED, default=0, help="the same seed for every setting")
     parser.add_argument("--device", type=device_name, help="cpu, cuda or cuda:N")

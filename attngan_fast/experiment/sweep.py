@@ -6,7 +6,8 @@
 Under ``out_dir``:
 
     data/                    SynthBirds (made when no --data is given)
-    damsm/                   DAMSM encoders (pretrained when no --text-encoder is given)
+    damsm/                   DAMSM encoders (pretrained when no --text-encoder is given; the
+                             best epoch on the test split is used)
     attribute_classifier.pt  SynthBirds part-colour classifier (trained once)
     runs/<setting>/          each setting's training run (checkpoint.pt, Model/netG.pth, ...)
     results/<setting>.json   each setting's scores, train time and load
@@ -48,6 +49,7 @@ from attngan_fast.runtime.generation import (
 from attngan_fast.runtime.loaders import load_dataset
 from attngan_fast.runtime.networks import image_encoder_path, load_encoders
 from attngan_fast.runtime.run_dir import RunFiles, load_vocab, write_json
+from attngan_fast.train.damsm_eval import BEST_FILE, BEST_IMAGE, BEST_TEXT
 from attngan_fast.train.gan_trainer import GanTrainOptions, train_gan
 from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
 
@@ -175,7 +177,8 @@ def _encoders(
     log: Callable[[str], None],
 ) -> tuple[Path, Path]:  # fmt: skip
     """(text, image) encoder files: the given ones, else DAMSM pretrained once in out/damsm
-    (small image encoder); ``damsm/experiment.json`` marks a finished pretraining."""
+    (small image encoder; the epoch that retrieved best on the test split);
+    ``damsm/experiment.json`` marks a finished pretraining."""
     if opts.text_encoder is not None:
         text = Path(opts.text_encoder)
         return text, Path(opts.image_encoder) if opts.image_encoder else image_encoder_path(text)
@@ -205,6 +208,10 @@ def _encoders(
             log_every=10, overwrite=True,
         ),
     )  # fmt: skip
+    best = folder / BEST_FILE  # the epoch that retrieved best on the test split, if scored
+    if best.is_file():
+        text, image = folder / BEST_TEXT, folder / BEST_IMAGE
+        log(f"DAMSM encoders: the best epoch on the test split ({best})")
     write_json({"text_encoder": str(text), "image_encoder": str(image)}, folder / STATE_FILE)
     return text, image
 

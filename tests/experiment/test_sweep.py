@@ -64,6 +64,8 @@ def test_sweep_is_killed_and_resumes(tmp_path, monkeypatch, capsys):
     with pytest.raises(KeyboardInterrupt):
         run_sweep("lambda", opts)
     out = tmp_path / "exp"
+    encoders = json.loads((out / "damsm" / "experiment.json").read_text())
+    assert encoders["text_encoder"].endswith("text_encoder_best.pth")  # the best epoch's
     assert (out / "results" / f"{ONLY[0]}.json").is_file()
     assert not (out / "results" / f"{ONLY[1]}.json").exists() and not (out / "lambda.md").exists()
     killed = out / "runs" / ONLY[1] / "checkpoint.pt"
