@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attngan_fast.config import CONDITIONINGS
 from attngan_fast.models._batchnorm import bn_add, bn_glu, upconv_bn_glu
 from attngan_fast.models.attention import GlobalAttentionGeneral
 
@@ -240,9 +241,9 @@ class GeneratorSpec:
                 f"got {attention}"
             )
         object.__setattr__(self, "attention", tuple(bool(a) for a in attention))
-        if self.conditioning not in ("CA_NET", "PROJECTION"):
+        if self.conditioning not in CONDITIONINGS:
             raise ValueError(
-                f"conditioning must be CA_NET or PROJECTION, got {self.conditioning!r}"
+                f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}"
             )
 
     @property

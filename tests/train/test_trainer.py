@@ -32,7 +32,8 @@ def test_pretrain_writes_original_format(damsm_files):
     text, image, spec = load_encoders(text_path)
     assert spec.image_encoder == "small" and spec.small_size == 32 and spec.n_words == n_words
     metrics = (text_path.parent / "metrics.jsonl").read_text().splitlines()
-    assert len(metrics) == 4 and '"loss"' in metrics[0]
+    assert len([m for m in metrics if '"loss"' in m]) == 4 and '"loss"' in metrics[0]
+    assert '"test_r1_text_to_image"' in metrics[-1]  # the test split scored after the epoch
 
 
 def _all_state(path):
