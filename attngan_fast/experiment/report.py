@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from attngan_fast.data.synth_birds import PALETTE
+
 TITLES = {
     "lambda": "The DAMSM weight lambda (AttnGAN1)",
     "baselines": "AttnGAN against the systems before it",
@@ -73,8 +75,9 @@ def write_report(
 def write_plot(
     name: str, rows: Sequence[dict[str, Any]], path: Path, log: Callable[[str], None] = print
 ) -> Path | None:
-    """Bars of R-precision (± std over folds) and attribute accuracy per setting, with the
-    talk's CUB R-precision as markers where it gives one; None without matplotlib."""
+    """Bars of R-precision (± std over folds) and attribute accuracy per setting, their chance
+    levels as dashed lines, and the talk's CUB R-precision as markers where it gives one; None
+    without matplotlib."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -96,6 +99,10 @@ def write_plot(
             [i + width / 2 for i in x], [r.get("attribute_accuracy", 0.0) for r in rows], width,
             label="attribute accuracy (here)",
         )  # fmt: skip
+    chance = 100 / rows[0]["r_precision_candidates"]
+    ax.axhline(chance, color="C0", lw=0.8, ls="--", label=f"R-precision by chance ({chance:g})")
+    if has_attr:
+        ax.axhline(100 / len(PALETTE), color="C1", lw=0.8, ls="--", label="attribute, by chance")
     talk = [(i, r["talk_r_precision"]) for i, r in zip(x, rows) if r.get("talk_r_precision")]
     if talk:
         ax.plot(*zip(*talk), "kD", label="R-precision, talk (CUB)")
