@@ -89,12 +89,15 @@ def test_preset_trains_one_step_and_generates(name, monkeypatch):
     assert len(att_maps) == len(attention)
 
 
-@pytest.mark.parametrize("name", WITHOUT_DAMSM)
+@pytest.mark.parametrize("name", [*WITHOUT_DAMSM, "attngan1-lambda0"])
 def test_training_without_damsm_never_touches_the_image_encoder(
     name, tmp_path, synth_root, damsm_files, monkeypatch
 ):
+    """StackGAN-v2, GAN-INT-CLS and an AttnGAN with lambda 0 (the lambda sweep's "no DAMSM"
+    row): the image encoder file is neither loaded nor its network built or run."""
     spy = ImageEncoderSpy(monkeypatch)
-    files = train_gan(tiny(name), gan_opts(tmp_path / name, synth_root, damsm_files, max_steps=2))
+    cfg = tiny("attngan1", SMOOTH={"LAMBDA": 0.0}) if name == "attngan1-lambda0" else tiny(name)
+    files = train_gan(cfg, gan_opts(tmp_path / name, synth_root, damsm_files, max_steps=2))
     assert spy.calls == []
     assert files.netG.is_file()
     run = json.loads(files.run_json.read_text())
@@ -132,3 +135,17 @@ def test_trained_runs_load_in_generate_eval_and_serve(name, tmp_path, synth_root
     for att in result["attention"]:  # each map over an image the page has
         assert 1 <= att["stage"] <= len(result["stages"])
     assert engine.info()["model"]["attention_stages"] == [a["stage"] for a in result["attention"]]
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain-damsm"])
+def test_help_lists_every_preset_with_what_it_is(command, capsys):
+    from attngan_fast import cli
+    from attngan_fast.config import PRESET_HELP
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    for name, what in PRESET_HELP.items():
+        assert f"{name}: {' '.join(what.split())}" in out
+    assert {"attngan2", "attngan1", "stackgan2", "gan-int-cls", "birds", "coco"} <= set(PRESET_HELP)
