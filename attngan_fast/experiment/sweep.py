@@ -38,7 +38,7 @@ from attngan_fast.data.synth_birds import ATTRIBUTES_FILE, make_synth_birds
 from attngan_fast.errors import UsageError
 from attngan_fast.eval.attribute_accuracy import evaluate_synth_birds
 from attngan_fast.eval.inception_metrics import inception_metrics, load_inception
-from attngan_fast.eval.r_precision import caption_choice, evaluate_r_precision, pad_captions
+from attngan_fast.eval.r_precision import caption_choice, evaluate_r_precision
 from attngan_fast.experiment.report import write_report
 from attngan_fast.experiment.settings import SIZES, SWEEPS, Setting, Sizes
 from attngan_fast.runtime.generation import (
@@ -48,6 +48,7 @@ from attngan_fast.runtime.generation import (
 )
 from attngan_fast.runtime.loaders import load_dataset
 from attngan_fast.runtime.networks import image_encoder_path, load_encoders
+from attngan_fast.runtime.retrieval import pad_captions
 from attngan_fast.runtime.run_dir import RunFiles, load_vocab, write_json
 from attngan_fast.train.damsm_eval import BEST_FILE, BEST_IMAGE, BEST_TEXT
 from attngan_fast.train.gan_trainer import GanTrainOptions, train_gan
