@@ -382,6 +382,11 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "B_VALIDATION": (False, "evaluate with `attngan-fast eval`"),
     "TRAIN.FLAG": (True, "the original's sampling mode: use `attngan-fast generate` or `eval`"),
     "TRAIN.NET_G": ("", "continue a run with `attngan-fast train --resume`"),
+    "TRAIN.B_NET_D": (
+        True,
+        "the original loads the Ds beside TRAIN.NET_G; `attngan-fast train --resume` continues "
+        "a run with the Ds of its checkpoint",
+    ),
 }
 
 

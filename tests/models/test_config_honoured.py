@@ -35,7 +35,7 @@ def test_unknown_keys_raise():
 @pytest.mark.parametrize(
     "key, value",
     [("GPU_ID", 3), ("CUDA", False), ("B_VALIDATION", True), ("TRAIN.FLAG", False),
-     ("TRAIN.NET_G", "models/bird_AttnGAN2.pth")],
+     ("TRAIN.NET_G", "models/bird_AttnGAN2.pth"), ("TRAIN.B_NET_D", False)],
 )  # fmt: skip
 def test_keys_acted_on_otherwise_are_refused(key, value):
     cfg = resolve_config("attngan2", sets=[f"{key}={value}"])  # loading works...
