@@ -3,25 +3,44 @@
 The compiled extension is built from ``csrc/`` when
 
 * ``ATTNGAN_FAST_FORCE_CUDA=1``, or
-* torch was built with CUDA and ``nvcc`` is found (``CUDA_HOME`` or ``PATH``),
+* torch was built with CUDA and a CUDA toolkit is found (``CUDA_HOME`` / ``CUDA_PATH``, the
+  toolkit of the ``nvcc`` on ``PATH`` as nvcc reports it, or torch's own guess
+  ``torch.utils.cpp_extension.CUDA_HOME``),
 
-and skipped (the package still installs and runs on the Triton and PyTorch backends) when
-``ATTNGAN_FAST_SKIP_CUDA=1`` or neither condition holds. Target architectures come from
-``TORCH_CUDA_ARCH_LIST`` (default ``8.0;8.6;8.9;9.0``).
+and skipped (the package still installs and runs on the Triton and PyTorch backends; the
+``cuda`` backend then builds ``_C`` on first use) when ``ATTNGAN_FAST_SKIP_CUDA=1`` or neither
+condition holds. Target architectures come from ``TORCH_CUDA_ARCH_LIST`` (default
+``8.0;8.6;8.9;9.0+PTX``); the C++ standard is the one the installed torch's headers require.
+Either way the CUDA sources are copied into the package (``attngan_fast/_csrc``) for that
+first-use build. The logic lives in ``attngan_fast/ops/cuda_build.py``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
 CSRC = ROOT / "csrc"
-DEFAULT_ARCHS = "8.0;8.6;8.9;9.0"
+
+
+def _load_cuda_build():
+    """``attngan_fast/ops/cuda_build.py`` by path (the package's __init__ needs torch)."""
+    spec = importlib.util.spec_from_file_location(
+        "_attngan_fast_cuda_build", ROOT / "attngan_fast" / "ops" / "cuda_build.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cuda_build = _load_cuda_build()
 
 
 def _flag(name: str) -> bool:
@@ -39,37 +58,51 @@ def _want_cuda_extension() -> tuple[bool, str]:
         return False, "torch is not importable in the build environment"
     if torch.version.cuda is None:
         return False, f"torch {torch.__version__} was built without CUDA"
-    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    nvcc = shutil.which("nvcc") or (cuda_home and shutil.which("nvcc", path=f"{cuda_home}/bin"))
-    if not nvcc:
-        return False, "nvcc was not found (set CUDA_HOME or put nvcc on PATH)"
-    return True, f"torch {torch.__version__} has CUDA {torch.version.cuda} and nvcc is at {nvcc}"
+    home, how = cuda_build.find_cuda_home()
+    if home is None:
+        return False, how
+    # torch.utils.cpp_extension reads CUDA_HOME once, when first imported (after this)
+    os.environ["CUDA_HOME"] = str(home)
+    return True, f"torch {torch.__version__} has CUDA {torch.version.cuda}; toolkit {home} ({how})"
+
+
+class BuildPyWithSources(build_py):
+    """build_py that also copies ``csrc/`` into the package, for the first-use build."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "attngan_fast" / "_csrc"
+        target.mkdir(parents=True, exist_ok=True)
+        for source in CSRC.iterdir():
+            if source.suffix in (".cu", ".cuh", ".cpp"):
+                shutil.copy2(source, target / source.name)
 
 
 def _extension_kwargs() -> dict:
+    cmdclass: dict = {"build_py": BuildPyWithSources}
     build, why = _want_cuda_extension()
-    sources = sorted(str(p.relative_to(ROOT)) for p in CSRC.glob("*.cu")) + sorted(
-        str(p.relative_to(ROOT)) for p in CSRC.glob("*.cpp")
-    )
+    sources = [str(p.relative_to(ROOT)) for p in cuda_build.sources(CSRC)]
     if not build or not sources:
         reason = why if not build else "csrc/ holds no sources yet"
         print(f"attngan-fast: skipping the CUDA extension ({reason})", file=sys.stderr)
-        return {}
-    print(f"attngan-fast: building the CUDA extension ({why})", file=sys.stderr)
+        return {"cmdclass": cmdclass}
+    os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_build.arch_list()
+    flags = cuda_build.compile_flags()
+    print(
+        f"attngan-fast: building the CUDA extension ({why}; archs "
+        f"{os.environ['TORCH_CUDA_ARCH_LIST']}, {flags['cxx'][-1]})",
+        file=sys.stderr,
+    )
     from torch.utils.cpp_extension import BuildExtension, CUDAExtension
 
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
     ext = CUDAExtension(
         name="attngan_fast._C",
         sources=sources,
         include_dirs=[str(CSRC)],
-        extra_compile_args={
-            "cxx": ["-O3", "-std=c++17"],
-            "nvcc": ["-O3", "-std=c++17", "-lineinfo"],
-        },
+        extra_compile_args=flags,
     )
-    build_ext = BuildExtension.with_options(use_ninja=True)
-    return {"ext_modules": [ext], "cmdclass": {"build_ext": build_ext}}
+    cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=True)
+    return {"ext_modules": [ext], "cmdclass": cmdclass}
 
 
 setup(**_extension_kwargs())

@@ -9,6 +9,7 @@
     attngan-fast serve runs/demo/gan           # DrawingBot: web page + HTTP API (serve extra)
     attngan-fast bench ...                     # speed measurements (attngan_fast.bench)
     attngan-fast experiment lambda|baselines   # the talk's tables, trained and evaluated here
+    attngan-fast env                           # versions, _C, GPUs: for a bug report
 
 Configuration: a preset (``--preset birds``), or ``--cfg file.yml`` in the original AttnGAN format,
 then ``--set KEY=VALUE`` (original key names, e.g. ``--set TRAIN.SMOOTH.LAMBDA=5``) and the
@@ -59,6 +60,7 @@ DELEGATED = {
     "bench": "attngan_fast.bench.cli",
     "serve": "attngan_fast.serve.cli",
     "experiment": "attngan_fast.experiment.cli",
+    "env": "attngan_fast.env_report",
 }
 # SynthBirds bounds (make_synth_birds checks the same): images per split and their side in pixels.
 MAX_IMAGES, MIN_SIZE, MAX_SIZE = 100_000, 32, 1024
@@ -344,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the talk's tables: lambda sweep, AttnGAN vs StackGAN-v2 vs GAN-INT-CLS",
         add_help=False,
     )
+    sub.add_parser("env", help="versions, _C, GPUs: what a bug report needs", add_help=False)
     return parser
 
 
@@ -441,14 +444,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from attngan_fast.data.captions import load_captions_pickle
     from attngan_fast.generate import generate
     from attngan_fast.runtime.generation import load_generation_models
-    from attngan_fast.runtime.run_dir import RunFiles, load_vocab
+    from attngan_fast.runtime.run_dir import RunFiles, load_vocab, run_legacy_mask
 
+    legacy_mask = args.legacy_mask
     if args.checkpoint:
         run = RunFiles(Path(args.checkpoint))
         netG = args.netG or run.netG
         text = args.text_encoder or run.text_encoder
         vocab_file = args.vocab or run.vocab
         vocab = load_vocab(vocab_file) if not args.captions_pickle else None
+        legacy_mask = legacy_mask or run_legacy_mask(run)
     else:
         if not (args.netG and args.text_encoder and (args.vocab or args.captions_pickle)):
             raise UsageError(
@@ -459,7 +464,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if vocab is None:
         vocab = load_captions_pickle(Path(args.captions_pickle)).vocab
     device = args.device or ("cuda" if _cuda() else "cpu")
-    models = load_generation_models(netG, text, vocab, device, legacy_mask=args.legacy_mask)
+    models = load_generation_models(netG, text, vocab, device, legacy_mask=legacy_mask)
     written = generate(
         models, args.captions, args.out, n_samples=args.samples, seed=args.seed,
         attention=not args.no_attention, same_noise=args.same_noise,
@@ -493,17 +498,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def delegate(name: str, argv: Sequence[str]) -> int:
-    """Run ``DELEGATED[name].main(argv)``, or explain that the module is not there."""
+    """Run ``DELEGATED[name].main(argv)``.
+
+    Every delegated module ships with the package, so a missing one means a broken installation
+    (an AttnGanError saying so, exit status 1); a missing optional dependency inside it is that
+    module's own error to explain.
+    """
     module = DELEGATED[name]
     try:
         target = importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name is not None and module.startswith(exc.name):
-            print(
-                f"{PROG} {name}: not available yet in this installation ({module} is missing)",
-                file=sys.stderr,
-            )
-            return 2
+            raise AttnGanError(
+                f"this installation of attngan-fast is broken: {module} is missing; "
+                "reinstall it (pip install --force-reinstall attngan-fast)"
+            ) from None
         raise
     return int(target.main(list(argv)) or 0)
 

@@ -117,9 +117,26 @@ const bool* mask_ptr(const OptTensor& mask) {
 
 // --- word_attention ------------------------------------------------------------------------------
 
+// B x C x N dense with the regions innermost (contiguous) or the channels (a channels-last map
+// flattened in place): the two layouts the kernels address through strides.
+bool regions_layout(const Tensor& t) {
+  return t.is_contiguous() || t.transpose(1, 2).is_contiguous();
+}
+
+// t (shape of ref) in ref's layout: a copy only when it is not already.
+Tensor like_query(const Tensor& t, const Tensor& ref) {
+  if (!ref.is_contiguous() && ref.transpose(1, 2).is_contiguous()) {
+    return t.transpose(1, 2).contiguous().transpose(1, 2);
+  }
+  return t.contiguous();
+}
+
 attngan::WordAttentionSizes word_attention_sizes(const char* op, const Tensor& query,
                                                  const Tensor& source, const OptTensor& mask) {
-  check_tensor(op, "query", query, 3, "B x C x N", query);
+  check_tensor(op, "query", query, 3, "B x C x N", query, /*need_contiguous=*/false);
+  TORCH_CHECK_VALUE(regions_layout(query), op,
+                    ": query must be dense with the regions or the channels innermost (shape ",
+                    shape_of(query), ", strides ", query.strides(), ")");
   dtype_of(op, "query", query);
   check_tensor(op, "source", source, 3, "B x C x T", query);
   check_same_dtype(op, "source", source, query);
@@ -129,7 +146,8 @@ attngan::WordAttentionSizes word_attention_sizes(const char* op, const Tensor& q
                     ": query and source must not be empty, got ", shape_of(query), " and ",
                     shape_of(source));
   check_mask(op, mask, query.size(0), source.size(2), query);
-  return {query.size(0), query.size(1), query.size(2), source.size(2)};
+  return {query.size(0), query.size(1), query.size(2), source.size(2),
+          query.stride(0), query.stride(1), query.stride(2)};
 }
 
 std::string wa_shapes(const Tensor& query, const Tensor& source) {
@@ -159,7 +177,7 @@ std::tuple<Tensor, Tensor, Tensor> word_attention_forward(const Tensor& query,
   return {context, attn, lse};
 }
 
-std::tuple<Tensor, Tensor> word_attention_backward(const Tensor& grad_context,
+std::tuple<Tensor, Tensor> word_attention_backward(const Tensor& grad_context_in,
                                                    const OptTensor& grad_attn,
                                                    const Tensor& query, const Tensor& source,
                                                    const OptTensor& mask, const Tensor& lse,
@@ -167,11 +185,13 @@ std::tuple<Tensor, Tensor> word_attention_backward(const Tensor& grad_context,
   const char* op = "word_attention (cuda backward)";
   const auto s = word_attention_sizes(op, query, source, mask);
   const DType dtype = dtype_of(op, "query", query);
-  check_tensor(op, "grad_context", grad_context, 3, "B x C x N", query);
-  check_same_dtype(op, "grad_context", grad_context, query);
-  TORCH_CHECK_VALUE(grad_context.sizes() == query.sizes(), op,
+  check_tensor(op, "grad_context", grad_context_in, 3, "B x C x N", query,
+               /*need_contiguous=*/false);
+  check_same_dtype(op, "grad_context", grad_context_in, query);
+  TORCH_CHECK_VALUE(grad_context_in.sizes() == query.sizes(), op,
                     ": grad_context must have the shape of query ", shape_of(query), ", got ",
-                    shape_of(grad_context));
+                    shape_of(grad_context_in));
+  const Tensor grad_context = like_query(grad_context_in, query);  // the kernels' shared strides
   if (grad_attn.has_value()) {
     check_tensor(op, "grad_attn", *grad_attn, 3, "B x T x N", query);
     check_same_dtype(op, "grad_attn", *grad_attn, query);

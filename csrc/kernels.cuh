@@ -20,9 +20,12 @@ inline size_t acc_bytes(DType dtype) { return dtype == DType::kFloat64 ? 8 : 4; 
 
 // --- word_attention ------------------------------------------------------------------------------
 // query B x C x N, source B x C x T, mask B x T (bool, nullable), context B x C x N,
-// attn B x T x N (nullable: not written), lse B x N (acc).
+// attn B x T x N (nullable: not written), lse B x N (acc). query, context, grad_context and
+// grad_query share the strides (elements) stride_b, stride_c, stride_n: {C N, N, 1} for regions
+// innermost, {N C, 1, C} for channels innermost (a channels-last map flattened in place).
 struct WordAttentionSizes {
   int64_t batch, channels, regions, words;
+  int64_t stride_b, stride_c, stride_n;
 };
 
 // Scratch bytes the launchers need (the caller passes a buffer of at least this size, or nullptr

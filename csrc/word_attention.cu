@@ -1,8 +1,10 @@
 // word_attention: softmax over words of query . source per (sample, region), as the original's
 // GlobalAttentionGeneral (code/GlobalAttention.py of taoxugit/AttnGAN).
 //
-// Forward: a block per (sample b, tile of 128 regions), one thread per region (region n is the
-// contiguous axis of query, context and attn, so every global access is coalesced). The sample's
+// Forward: a block per (sample b, tile of 128 regions), one thread per region (with regions
+// innermost every global access is coalesced; with channels innermost, a channels-last map, each
+// thread walks its region's contiguous channels and the lines are reused through L1). Query,
+// context, grad_context and grad_query are addressed through their shared strides (sb, sc, sn). The sample's
 // source is staged in shared memory in chunks of 32 words; a thread keeps its 32 scores in
 // registers. T <= 32: one pass (scores -> lse -> probabilities -> context). T > 32: pass 1 an online
 // log-sum-exp over the chunks, pass 2 recomputes each chunk's scores and accumulates the context
@@ -49,16 +51,17 @@ __device__ void load_source_chunk(const T* src_b, int C, int T_, Chunk ch, A* s_
   }
 }
 
-// out[t] = sum_c col[c * N] * s_sh[c * tws + t] for t < tw (col is one region's column of a
-// B x C x N tensor). Optionally stores the column (as A) in stage[c * kTileStride].
+// out[t] = sum_c col[c * sc] * s_sh[c * tws + t] for t < tw (col is one region's column of a
+// B x C x N tensor, channel stride sc). Optionally stores the column (as A) in
+// stage[c * kTileStride].
 template <typename T, typename A>
-__device__ __forceinline__ void column_dot(const T* col, int64_t N, int C, bool valid,
+__device__ __forceinline__ void column_dot(const T* col, int64_t sc, int C, bool valid,
                                            const A* s_sh, Chunk ch, A (&out)[kWordChunk],
                                            A* stage) {
 #pragma unroll
   for (int t = 0; t < kWordChunk; ++t) out[t] = A(0);
   for (int c = 0; c < C; ++c) {
-    const A v = valid ? load_acc(col + static_cast<int64_t>(c) * N) : A(0);
+    const A v = valid ? load_acc(col + static_cast<int64_t>(c) * sc) : A(0);
     if (stage != nullptr) stage[c * kTileStride] = v;
     const A* row = s_sh + c * ch.tws;
 #pragma unroll
@@ -113,7 +116,7 @@ __global__ void __launch_bounds__(kFwdThreads)
     wa_forward_kernel(const T* __restrict__ query, const T* __restrict__ source,
                       const bool* __restrict__ mask, bool legacy, T* __restrict__ context,
                       T* __restrict__ attn, acc_t<T>* __restrict__ lse, acc_t<T>* __restrict__ ws,
-                      int B, int C, int64_t N, int T_) {
+                      int B, int C, int64_t N, int T_, int64_t qsb, int64_t qsc, int64_t qsn) {
   using A = acc_t<T>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   A* s_sh = reinterpret_cast<A*>(smem_raw);
@@ -121,7 +124,8 @@ __global__ void __launch_bounds__(kFwdThreads)
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kFwdThreads + threadIdx.x;
   const bool valid = n < N;
   const int nchunks = (T_ + kWordChunk - 1) / kWordChunk;
-  const T* q_col = query + static_cast<int64_t>(b) * C * N + n;
+  const int64_t q_off = static_cast<int64_t>(b) * qsb + (valid ? n : 0) * qsn;
+  const T* q_col = query + q_off;
   const T* src_b = source + static_cast<int64_t>(b) * C * T_;
   const bool* mrow = mask_row(mask, legacy, b, B, valid ? n : 0, N, T_);
 
@@ -133,7 +137,7 @@ __global__ void __launch_bounds__(kFwdThreads)
     __syncthreads();
     load_source_chunk(src_b, C, T_, ch, s_sh);
     __syncthreads();
-    column_dot(q_col, N, C, valid, s_sh, ch, sc, static_cast<A*>(nullptr));
+    column_dot(q_col, qsc, C, valid, s_sh, ch, sc, static_cast<A*>(nullptr));
     apply_mask(sc, mrow, ch);
     A cm = neg_inf<A>();
 #pragma unroll
@@ -156,7 +160,7 @@ __global__ void __launch_bounds__(kFwdThreads)
       __syncthreads();
       load_source_chunk(src_b, C, T_, ch, s_sh);
       __syncthreads();
-      column_dot(q_col, N, C, valid, s_sh, ch, sc, static_cast<A*>(nullptr));
+      column_dot(q_col, qsc, C, valid, s_sh, ch, sc, static_cast<A*>(nullptr));
       apply_mask(sc, mrow, ch);
     }
 #pragma unroll
@@ -171,15 +175,16 @@ __global__ void __launch_bounds__(kFwdThreads)
     }
     for (int c = 0; c < C; ++c) {
       A v = row_dot(sc, s_sh + c * ch.tws, ch);
-      const int64_t at = (static_cast<int64_t>(b) * C + c) * N + n;
+      const int64_t at = q_off + static_cast<int64_t>(c) * qsc;   // context: query's strides
+      const int64_t wat = (static_cast<int64_t>(b) * C + c) * N + n;  // workspace: B x C x N
       if (nchunks == 1) {
         store_acc(context + at, v);
       } else {
-        if (k > 0) v += ws[at];
+        if (k > 0) v += ws[wat];
         if (k == nchunks - 1) {
           store_acc(context + at, v);
         } else {
-          ws[at] = v;
+          ws[wat] = v;
         }
       }
     }
@@ -189,14 +194,15 @@ __global__ void __launch_bounds__(kFwdThreads)
 // p (probabilities) and dp (d loss / d p) of one region over one word chunk.
 template <typename T, typename A>
 __device__ __forceinline__ void region_probs(const T* q_col, const T* g_col, const T* ga_col,
-                                             int64_t N, int C, bool valid, const A* s_sh, Chunk ch,
-                                             const bool* mrow, A row_lse, A (&p)[kWordChunk],
-                                             A (&dp)[kWordChunk], A* q_stage, A* g_stage) {
-  column_dot(q_col, N, C, valid, s_sh, ch, p, q_stage);
+                                             int64_t N, int64_t qsc, int C, bool valid,
+                                             const A* s_sh, Chunk ch, const bool* mrow, A row_lse,
+                                             A (&p)[kWordChunk], A (&dp)[kWordChunk], A* q_stage,
+                                             A* g_stage) {
+  column_dot(q_col, qsc, C, valid, s_sh, ch, p, q_stage);
   apply_mask(p, mrow, ch);
 #pragma unroll
   for (int t = 0; t < kWordChunk; ++t) p[t] = exp_(p[t] - row_lse);
-  column_dot(g_col, N, C, valid, s_sh, ch, dp, g_stage);
+  column_dot(g_col, qsc, C, valid, s_sh, ch, dp, g_stage);
   if (ga_col != nullptr && valid) {
 #pragma unroll
     for (int t = 0; t < kWordChunk; ++t) {
@@ -213,7 +219,7 @@ __global__ void __launch_bounds__(kFwdThreads)
                             const bool* __restrict__ mask, bool legacy,
                             const acc_t<T>* __restrict__ lse, acc_t<T>* __restrict__ rowdot,
                             acc_t<T>* __restrict__ ws, T* __restrict__ grad_query, int B, int C,
-                            int64_t N, int T_) {
+                            int64_t N, int T_, int64_t qsb, int64_t qsc, int64_t qsn) {
   using A = acc_t<T>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   A* s_sh = reinterpret_cast<A*>(smem_raw);
@@ -221,7 +227,8 @@ __global__ void __launch_bounds__(kFwdThreads)
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kFwdThreads + threadIdx.x;
   const bool valid = n < N;
   const int nchunks = (T_ + kWordChunk - 1) / kWordChunk;
-  const int64_t off = static_cast<int64_t>(b) * C * N + n;
+  const int64_t off = static_cast<int64_t>(b) * qsb + (valid ? n : 0) * qsn;  // query's strides
+  const int64_t ws_off = static_cast<int64_t>(b) * C * N + n;  // the B x C x N workspace
   const T* ga_col = grad_attn ? grad_attn + static_cast<int64_t>(b) * T_ * N + n : nullptr;
   const T* src_b = source + static_cast<int64_t>(b) * C * T_;
   const bool* mrow = mask_row(mask, legacy, b, B, valid ? n : 0, N, T_);
@@ -234,8 +241,8 @@ __global__ void __launch_bounds__(kFwdThreads)
     __syncthreads();
     load_source_chunk(src_b, C, T_, ch, s_sh);
     __syncthreads();
-    region_probs(query + off, grad_context + off, ga_col, N, C, valid, s_sh, ch, mrow, row_lse,
-                 p, dp, static_cast<A*>(nullptr), static_cast<A*>(nullptr));
+    region_probs(query + off, grad_context + off, ga_col, N, qsc, C, valid, s_sh, ch, mrow,
+                 row_lse, p, dp, static_cast<A*>(nullptr), static_cast<A*>(nullptr));
 #pragma unroll
     for (int t = 0; t < kWordChunk; ++t) dot += p[t] * dp[t];
   }
@@ -245,19 +252,19 @@ __global__ void __launch_bounds__(kFwdThreads)
     __syncthreads();
     load_source_chunk(src_b, C, T_, ch, s_sh);
     __syncthreads();
-    region_probs(query + off, grad_context + off, ga_col, N, C, valid, s_sh, ch, mrow, row_lse,
-                 p, dp, static_cast<A*>(nullptr), static_cast<A*>(nullptr));
+    region_probs(query + off, grad_context + off, ga_col, N, qsc, C, valid, s_sh, ch, mrow,
+                 row_lse, p, dp, static_cast<A*>(nullptr), static_cast<A*>(nullptr));
     if (!valid) continue;
 #pragma unroll
     for (int t = 0; t < kWordChunk; ++t) p[t] = p[t] * (dp[t] - dot);  // ds
     for (int c = 0; c < C; ++c) {
-      const int64_t at = off + static_cast<int64_t>(c) * N;
+      const int64_t wat = ws_off + static_cast<int64_t>(c) * N;
       A v = row_dot(p, s_sh + c * ch.tws, ch);
-      if (k > 0) v += ws[at];
+      if (k > 0) v += ws[wat];
       if (k == nchunks - 1) {
-        store_acc(grad_query + at, v);
+        store_acc(grad_query + off + static_cast<int64_t>(c) * qsc, v);
       } else {
-        ws[at] = v;
+        ws[wat] = v;
       }
     }
   }
@@ -272,7 +279,7 @@ __global__ void __launch_bounds__(kBwdThreads)
                        const bool* __restrict__ mask, bool legacy,
                        const acc_t<T>* __restrict__ lse, const acc_t<T>* __restrict__ rowdot,
                        T* __restrict__ grad_query, acc_t<T>* __restrict__ partial, int B, int C,
-                       int64_t N, int T_) {
+                       int64_t N, int T_, int64_t qsb, int64_t qsc, int64_t qsn) {
   using A = acc_t<T>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int tws_max = padded_chunk(T_);
@@ -299,13 +306,13 @@ __global__ void __launch_bounds__(kBwdThreads)
       // Row part: one thread per region.
       const int64_t n = tile * kBwdThreads + tid;
       const bool valid = n < N;
-      const int64_t off = static_cast<int64_t>(b) * C * N + n;
+      const int64_t off = static_cast<int64_t>(b) * qsb + (valid ? n : 0) * qsn;
       const T* ga_col = grad_attn ? grad_attn + static_cast<int64_t>(b) * T_ * N + n : nullptr;
       const bool* mrow = mask_row(mask, legacy, b, B, valid ? n : 0, N, T_);
       const A row_lse = valid ? lse[static_cast<int64_t>(b) * N + n] : pos_inf<A>();
       A p[kWordChunk], dp[kWordChunk];
-      region_probs(query + off, grad_context + off, ga_col, N, C, valid, s_sh, ch, mrow, row_lse,
-                   p, dp, q_sh + tid, g_sh + tid);
+      region_probs(query + off, grad_context + off, ga_col, N, qsc, C, valid, s_sh, ch, mrow,
+                   row_lse, p, dp, q_sh + tid, g_sh + tid);
       A dot = A(0);
       if (kFused) {
 #pragma unroll
@@ -317,7 +324,7 @@ __global__ void __launch_bounds__(kBwdThreads)
       for (int t = 0; t < kWordChunk; ++t) dp[t] = p[t] * (dp[t] - dot);  // ds
       if (kFused && valid) {
         for (int c = 0; c < C; ++c) {
-          store_acc(grad_query + off + static_cast<int64_t>(c) * N,
+          store_acc(grad_query + off + static_cast<int64_t>(c) * qsc,
                     row_dot(dp, s_sh + c * ch.tws, ch));
         }
       }
@@ -440,7 +447,7 @@ cudaError_t word_attention_forward(DType dtype, const void* query, const void* s
         static_cast<const T*>(query), static_cast<const T*>(source), mask, legacy_mask,
         static_cast<T*>(context), static_cast<T*>(attn), static_cast<A*>(lse),
         static_cast<A*>(workspace), static_cast<int>(s.batch), static_cast<int>(s.channels),
-        s.regions, static_cast<int>(s.words));
+        s.regions, static_cast<int>(s.words), s.stride_b, s.stride_c, s.stride_n);
     ATTNGAN_CHECK_LAUNCH();
     return cudaSuccess;
   });
@@ -469,7 +476,7 @@ cudaError_t word_attention_backward(DType dtype, const void* grad_context, const
       ATTNGAN_RETURN_IF_ERROR(allow_shared_bytes(wa_backward_kernel<T, true>, smem));
       wa_backward_kernel<T, true><<<grid, kBwdThreads, smem, stream>>>(
           g, ga, q, src, mask, legacy_mask, lse_p, nullptr, static_cast<T*>(grad_query), partial,
-          B, C, s.regions, T_);
+          B, C, s.regions, T_, s.stride_b, s.stride_c, s.stride_n);
       ATTNGAN_CHECK_LAUNCH();
     } else {
       A* rowdot = partial + static_cast<int64_t>(B) * grid_x * C * T_;
@@ -480,12 +487,12 @@ cudaError_t word_attention_backward(DType dtype, const void* grad_context, const
                           static_cast<unsigned>(B));
       wa_backward_rows_kernel<T><<<row_grid, kFwdThreads, row_smem, stream>>>(
           g, ga, q, src, mask, legacy_mask, lse_p, rowdot, ws, static_cast<T*>(grad_query), B, C,
-          s.regions, T_);
+          s.regions, T_, s.stride_b, s.stride_c, s.stride_n);
       ATTNGAN_CHECK_LAUNCH();
       ATTNGAN_RETURN_IF_ERROR(allow_shared_bytes(wa_backward_kernel<T, false>, smem));
       wa_backward_kernel<T, false><<<grid, kBwdThreads, smem, stream>>>(
           g, ga, q, src, mask, legacy_mask, lse_p, rowdot, nullptr, partial, B, C, s.regions,
-          T_);
+          T_, s.stride_b, s.stride_c, s.stride_n);
       ATTNGAN_CHECK_LAUNCH();
     }
     const int64_t total = s.batch * s.channels * s.words;

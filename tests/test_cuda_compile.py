@@ -70,17 +70,17 @@ using namespace attngan;
 using L = long;
 extern "C" {
 size_t wa_fwd_ws(int dt, L B, L C, L N, L T) {
-  return word_attention_forward_workspace(DType(dt), {B, C, N, T}); }
+  return word_attention_forward_workspace(DType(dt), {B, C, N, T, C * N, N, 1}); }
 size_t wa_bwd_ws(int dt, L B, L C, L N, L T, int sms) {
-  return word_attention_backward_workspace(DType(dt), {B, C, N, T}, sms); }
+  return word_attention_backward_workspace(DType(dt), {B, C, N, T, C * N, N, 1}, sms); }
 int wa_fwd(int dt, void* q, void* s, void* m, int legacy, void* ctx, void* attn, void* lse,
-           void* ws, L B, L C, L N, L T) {
+           void* ws, L B, L C, L N, L T, L sb, L sc, L sn) {
   return word_attention_forward(DType(dt), q, s, (const bool*)m, legacy, ctx, attn, lse, ws,
-                                {B, C, N, T}, nullptr); }
+                                {B, C, N, T, sb, sc, sn}, nullptr); }
 int wa_bwd(int dt, void* g, void* ga, void* q, void* s, void* m, int legacy, void* lse, void* gq,
-           void* gs, void* ws, L B, L C, L N, L T, int sms) {
+           void* gs, void* ws, L B, L C, L N, L T, L sb, L sc, L sn, int sms) {
   return word_attention_backward(DType(dt), g, ga, q, s, (const bool*)m, legacy, lse, gq, gs, ws,
-                                 {B, C, N, T}, sms, nullptr); }
+                                 {B, C, N, T, sb, sc, sn}, sms, nullptr); }
 int dm_fwd(int dt, void* v, void* e, void* lens, double g1, double g2, void* S, L B, L D, L R,
            L T) {
   return damsm_forward(DType(dt), v, e, (const int64_t*)lens, g1, g2, S, {B, D, R, T}, nullptr); }
@@ -202,19 +202,22 @@ def _check(name, fast, ref, exact, slack_eps=16):
 
 
 def _wa_emu(lib, q, s, mask, need_attn, legacy, g, ga):
+    """The launchers on q (and g, ctx, gq in q's layout: regions or channels innermost)."""
     B, C, N = q.shape
     T = s.shape[2]
     dt, sizes = _DT[q.dtype], [ctypes.c_long(v) for v in (B, C, N, T)]
+    strides = [ctypes.c_long(v) for v in q.stride()]
+    assert g.stride() == q.stride()
     ctx = torch.empty_like(q)
     attn = torch.empty(B, T, N, dtype=q.dtype) if need_attn else None
     lse = torch.empty(B, N, dtype=_acc(q.dtype))
     ws = _scratch(lib.wa_fwd_ws(dt, *sizes))
     args = (_p(q), _p(s), _p(mask), int(legacy), _p(ctx), _p(attn), _p(lse), _p(ws))
-    assert lib.wa_fwd(dt, *args, *sizes) == 0
+    assert lib.wa_fwd(dt, *args, *sizes, *strides) == 0
     gq, gs = torch.empty_like(q), torch.empty_like(s)
     ws = _scratch(lib.wa_bwd_ws(dt, *sizes, _SMS))
     args = (_p(g), _p(ga), _p(q), _p(s), _p(mask), int(legacy), _p(lse), _p(gq), _p(gs), _p(ws))
-    assert lib.wa_bwd(dt, *args, *sizes, _SMS) == 0
+    assert lib.wa_bwd(dt, *args, *sizes, *strides, _SMS) == 0
     return [ctx, lse, gq, gs] + ([attn] if need_attn else [])
 
 
@@ -237,10 +240,12 @@ def _wa_mask(batch, words, kind):
     return mask
 
 
-def _wa_case(lib, shape, dtype, mask_kind, need_attn=True, legacy=False):
+def _wa_case(lib, shape, dtype, mask_kind, need_attn=True, legacy=False, channels_last=False):
     B, C, N, T = shape
     q, s = torch.randn(B, C, N).to(dtype), torch.randn(B, C, T).to(dtype)
     g = torch.randn(B, C, N).to(dtype)
+    if channels_last:  # channels innermost, as a channels-last map flattened to B x C x (H W)
+        q, g = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, g))
     ga = torch.randn(B, T, N).to(dtype) if need_attn else None
     mask = _wa_mask(B, T, mask_kind)
     fast = _wa_emu(lib, q, s, mask, need_attn, legacy, g, ga)
@@ -275,6 +280,16 @@ def test_emulated_word_attention_masks(emu, mask_kind):
 )
 def test_emulated_word_attention_shapes(emu, shape, dtype):
     _wa_case(emu, shape, dtype, "empty_rows", legacy=True)
+
+
+@needs_nvcc
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [((2, 5, 37, 7), torch.float32), ((2, 6, 70, 33), torch.float64)],  # T <= 32 and T > 32
+)
+def test_emulated_word_attention_channels_innermost(emu, shape, dtype):
+    """Query, grad_context (and so context, grad_query) with the channels innermost."""
+    _wa_case(emu, shape, dtype, "random", channels_last=True)
 
 
 # damsm_word_similarity ---------------------------------------------------------------------------

@@ -74,7 +74,10 @@ class RNN_ENCODER(nn.Module):
         self, captions: Tensor, cap_lens: Tensor, hidden: Hidden | None = None
     ) -> tuple[Tensor, Tensor]:
         """captions LongTensor B x T, cap_lens B (any order, each >= 1), hidden as ``init_hidden``
-        or None (zeros) -> (words_emb B x nhidden x T', sent_emb B x nhidden)."""
+        or None (zeros) -> (words_emb B x nhidden x T', sent_emb B x nhidden).
+
+        The sequences are packed by ``cap_lens`` on the host: pass the data loader's CPU copy
+        (a CUDA ``cap_lens`` is copied back, a synchronisation in every step)."""
         emb = self.drop(self.encoder(captions))
         packed = pack_padded_sequence(
             emb, cap_lens.detach().to("cpu", torch.int64), batch_first=True, enforce_sorted=False

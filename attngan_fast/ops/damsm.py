@@ -295,12 +295,19 @@ def _check_word_inputs(
     )
     capturing = cap_lens.is_cuda and torch.cuda.is_current_stream_capturing()
     if not torch.compiler.is_compiling() and not capturing:
+        _check_lengths(cap_lens, words.shape[2])
+
+
+def _check_lengths(cap_lens: Tensor, n_words: int) -> None:
+    """1 <= cap_lens <= T without a host synchronisation: ``torch._assert_async`` checks on the
+    device (a failure on a GPU is a device-side assertion, as for an out-of-range index in
+    PyTorch); on the CPU it fails at once, and the error names the values found."""
+    message = f"cap_lens must lie in [1, T = {n_words}] (the words' length)"
+    try:
+        torch._assert_async(((cap_lens >= 1) & (cap_lens <= n_words)).all(), message)
+    except RuntimeError as exc:  # CPU tensors: checked now
         low, high = int(cap_lens.min()), int(cap_lens.max())
-        if low < 1 or high > words.shape[2]:
-            raise ValueError(
-                f"cap_lens must lie in [1, T = {words.shape[2]}] (the words' length), "
-                f"got values in [{low}, {high}]"
-            )
+        raise ValueError(f"{message}, got values in [{low}, {high}]") from exc
 
 
 def _check_sentence_inputs(img_global: Tensor, sent: Tensor, class_ids: Tensor | None) -> None:

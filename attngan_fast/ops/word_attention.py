@@ -10,13 +10,19 @@ mask B x T bool (True = padding) or None. A region whose words are all masked ge
 With ``legacy_mask=True`` region n of sample b uses the mask of sample (b*N + n) mod B, which is
 what the original code's ``mask.repeat(N, 1)`` did (issue #93 of the original repository).
 
+``query`` may have its regions or its channels innermost (a channels-last feature map flattened
+to B x C x (H W) is the second, and is not copied); ``context`` and ``grad_query`` come in
+``query``'s layout.
+
 This module holds the public op, its ``torch.library`` registration, and the ``torch`` backend
-(the reference forward and its closed-form backward). Backend contract (all tensors contiguous):
+(the reference forward and its closed-form backward). Backend contract (source, mask, attn, lse
+and grad_attn contiguous; query dense with regions or channels innermost, and context,
+grad_context and grad_query in query's layout):
 
 * ``word_attention_forward(query, source, mask, need_attn, legacy_mask)``
   -> ``(context B x C x N, attn B x T x N or empty, lse B x N)``; ``lse`` is float32
-  (float64 for float64 inputs),; the
-  log-sum-exp of each region's masked scores, ``+inf`` for a region with no valid word.
+  (float64 for float64 inputs): the log-sum-exp of each region's masked scores, ``+inf`` for a
+  region with no valid word.
 * ``word_attention_backward(grad_context, grad_attn | None, query, source, mask, lse, legacy_mask)``
   -> ``(grad_query, grad_source)``.
 """
@@ -26,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attngan_fast.ops import _backend, _checks
+from attngan_fast.ops import _backend, _checks, _layout
 
 OP = "word_attention"
 
@@ -85,7 +91,7 @@ def word_attention_forward(
     lse = torch.logsumexp(scores, dim=-1)
     lse = torch.where(torch.isneginf(lse), torch.full_like(lse, float("inf")), lse)
     attn = torch.exp(scores - lse[..., None]).to(query.dtype)  # B x N x T
-    context = torch.bmm(source, attn.transpose(1, 2))
+    context = _layout.like(torch.bmm(source, attn.transpose(1, 2)), query)
     attn_out = attn.transpose(1, 2).contiguous() if need_attn else query.new_empty(0)
     return context, attn_out, lse
 
@@ -109,7 +115,7 @@ def word_attention_backward(
     ds = p * (dp - (p * dp).sum(dim=-1, keepdim=True))
     grad_query = torch.bmm(s, ds.transpose(1, 2))  # B x C x N
     grad_source = torch.bmm(g, p) + torch.bmm(q, ds)  # B x C x T
-    return grad_query.to(query.dtype), grad_source.to(source.dtype)
+    return _layout.like(grad_query.to(query.dtype), query), grad_source.to(source.dtype)
 
 
 # --- registration -----------------------------------------------------------------------------
@@ -130,10 +136,10 @@ def _word_attention_op(
 
 @_word_attention_op.register_fake
 def _(query, source, mask, need_attn, legacy_mask, backend):
-    batch, channels, n = query.shape
+    batch, _, n = query.shape
     attn = query.new_empty(batch, source.shape[2], n) if need_attn else query.new_empty(0)
     return (
-        query.new_empty(batch, channels, n),
+        torch.empty_like(query),
         attn,
         query.new_empty(batch, n, dtype=_checks.acc_dtype(query.dtype)),
     )
@@ -174,8 +180,9 @@ def _backward(ctx, grad_context, grad_attn, _grad_lse):
         grad_context = torch.zeros_like(query)
     grad_attn = grad_attn.contiguous() if (ctx.need_attn and grad_attn is not None) else None
     grad_query, grad_source = _word_attention_backward_op(
-        grad_context.contiguous(), grad_attn, query, source, mask, lse, ctx.legacy_mask, ctx.backend
-    )
+        _layout.like(grad_context, query), grad_attn, query, source, mask, lse, ctx.legacy_mask,
+        ctx.backend,
+    )  # fmt: skip
     return grad_query, grad_source, None, None, None, None
 
 
@@ -197,7 +204,8 @@ def word_attention(
     """Word-region attention: ``(context B x C x N, attn B x T x N or None)``.
 
     Args:
-        query: region features B x C x N.
+        query: region features B x C x N, regions or channels innermost (a channels-last map
+            flattened to B x C x (H W) is used in place); context keeps its layout.
         source: word features projected to C channels, B x C x T.
         mask: B x T bool, True where the word is padding; None for no mask.
         need_attn: return the attention map (else None; the fast backends then never write it).
@@ -229,7 +237,7 @@ def word_attention(
     _checks.check_same_dtype(("query", query), ("source", source))
     name = _backend.resolve_backend(OP, backend, query.device)
     context, attn, _ = _word_attention_op(
-        query.contiguous(),
+        _layout.dense_regions(query),
         source.contiguous(),
         None if mask is None else mask.contiguous(),
         need_attn,

@@ -8,7 +8,8 @@ and the training samples share.
 Captions are tokenised as in training; words the vocabulary does not know are left out and
 listed (``UnknownWordsWarning`` from ``encode_prompts``; a caption with no known word raises
 ValueError). ``run_generator`` draws z and CA_NET's noise from ``seed`` alone, so the same seed
-gives the same images wherever they are made.
+gives the same images on the same kind of device (CUDA's generator draws other numbers than the
+CPU's from one seed; with the same noise, both compute the same images).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from attngan_fast import losses
 from attngan_fast.config import Config
 from attngan_fast.data.dataset import Batch
+from attngan_fast.errors import UsageError
 from attngan_fast.runtime.generation import embed_captions
 from attngan_fast.runtime.networks import (
     EncoderSpec,
@@ -111,7 +112,7 @@ def build_gan_state(
     check_precision(precision, device)
     dist = dist or DistInfo(device=device)
     if sync_bn and dist.enabled and device.type != "cuda":
-        raise ValueError("--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
+        raise UsageError("--sync-bn needs CUDA GPUs (SyncBatchNorm has no CPU implementation)")
     objective = training_objective(cfg)
     if not objective.needs_image_encoder:
         image_encoder = None  # lambda 0: the DAMSM term is off, no image encoder is ever run
@@ -171,7 +172,9 @@ def synthetic_batch(
     generator: torch.Generator | None = None,
 ) -> Batch:
     """A random batch shaped like the data loader's: images in [-1, 1] per branch, captions of
-    1..WORDS_NUM random non-zero word indices (0-padded), one class per sample."""
+    1..WORDS_NUM random non-zero word indices (0-padded), one class per sample. Everything is on
+    ``device`` but ``cap_lens``, which stays on the CPU as the loader's does (the text encoder
+    packs the captions by it without a device synchronisation)."""
     words_num = cfg.TEXT.WORDS_NUM
     sizes = [cfg.TREE.BASE_SIZE * 2**i for i in range(cfg.TREE.BRANCH_NUM)]
     images = [torch.rand(batch_size, 3, s, s, generator=generator) * 2 - 1 for s in sizes]
@@ -183,7 +186,7 @@ def synthetic_batch(
     return Batch(
         images=[img.to(device) for img in images],
         captions=captions.to(device),
-        cap_lens=cap_lens.to(device),
+        cap_lens=cap_lens,
         class_ids=torch.arange(batch_size, device=device),
         keys=[f"synthetic_{i}" for i in range(batch_size)],
         order=torch.arange(batch_size),
@@ -204,7 +207,9 @@ def gan_train_step(state: GanState, batch: Batch) -> dict[str, float]:
 
     Keys: ``errD{i}`` per D, ``g_loss{i}`` per stage, ``w_loss``, ``s_loss`` (LAMBDA-weighted
     DAMSM terms, when LAMBDA > 0), ``kl_loss``, ``colour_loss``, ``int_loss`` (where the
-    objective has them), ``errG_total``. One host synchronisation (reading the losses).
+    objective has them), ``errG_total``. One host synchronisation (reading the losses) when
+    ``batch.cap_lens`` is on the CPU, as the loader gives it: the text encoder packs the
+    captions by that copy, and the DAMSM loss checks the device copy on the device.
     """
     device, objective = state.device, state.objective
     memory_format = torch.channels_last if state.channels_last else torch.contiguous_format
@@ -213,7 +218,7 @@ def gan_train_step(state: GanState, batch: Batch) -> dict[str, float]:
     captions = batch.captions.to(device)
     cap_lens = batch.cap_lens.to(device)
     class_ids = batch.class_ids.to(device) if batch.class_ids is not None else None
-    words_embs, sent_emb, mask = embed_captions(state.text_encoder, captions, cap_lens)
+    words_embs, sent_emb, mask = embed_captions(state.text_encoder, captions, batch.cap_lens)
     noise = torch.randn(captions.shape[0], state.cfg.GAN.Z_DIM, device=device)
 
     interpolated = None

@@ -199,11 +199,13 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
             image_ddp.train()
             sampler.set_epoch(epoch)
             for batch in make_loader(dataset, sampler, batch_size, opts.workers):
-                batch = prepare_batch(batch, device)
+                batch = prepare_batch(batch)  # sorted as the original does, still on the CPU
+                cap_lens_cpu = batch.cap_lens  # the text encoder packs by it: no device sync
+                batch = prepare_batch(batch, device, sort=False)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(opts.precision, device):
                     region, code = image_ddp(batch.images[-1])
-                    words, sent = text_ddp(batch.captions, batch.cap_lens)
+                    words, sent = text_ddp(batch.captions, cap_lens_cpu)
                     loss, terms = damsm_total_loss(
                         region, code, words, sent, batch.cap_lens, batch.class_ids, cfg,
                         opts.original_damsm_loop,

@@ -1,8 +1,14 @@
-"""Fixtures of the op tests: spies that prove a Triton kernel really ran (no silent fallback)."""
+"""Fixtures of the op tests: spies that prove a Triton kernel really ran (no silent fallback),
+and, with ``ATTNGAN_FAST_GPU_NUMERICS=1`` under the interpreter, the GPU's fp32 numerics
+(``gpu_numerics.py``: TF32 / 3xTF32 ``tl.dot``, approximate sqrt, division and exp) for the whole
+session."""
 
 from __future__ import annotations
 
+import gpu_numerics
 import pytest
+
+from attngan_fast.ops._backend import triton_interpret
 
 
 class KernelSpy:
@@ -30,3 +36,13 @@ def spy_kernels(monkeypatch):
         return spies
 
     return install
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _gpu_numerics():
+    """The interpreter computes as an sm_80+ GPU would when ATTNGAN_FAST_GPU_NUMERICS=1."""
+    if not (gpu_numerics.requested() and triton_interpret()):
+        yield
+        return
+    with gpu_numerics.emulate():
+        yield

@@ -55,7 +55,10 @@ def test_backend_cuda_on_cpu_tensors_raises_a_clear_error():
         ops.batch_norm_glu(x[:, :2], None, None, None, None, True, 0.1, 1e-5, backend="cuda")
 
 
-@pytest.mark.skipif(cuda_ext._C is not None, reason="the extension is built here")
+@pytest.mark.skipif(
+    cuda_ext._C is not None or cuda_ext.why_no_build() is None,
+    reason="the extension is built here, or the cuda backend would build it on first use",
+)
 @pytest.mark.parametrize("op", CUDA_OPS)
 def test_missing_extension_is_named(op):
     why = _backend._why_unavailable(op, "cuda", torch.device("cuda"))
@@ -178,6 +181,22 @@ def test_word_attention_stride0_gradient_and_non_contiguous_inputs():
         out.extend([context.detach(), *torch.autograd.grad(context, (q, s), grad)])
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+    # query has its channels innermost (as a flattened channels-last map): used in place, and
+    # context and grad_query come back in its layout
+    assert got[0].stride() == query.stride() and got[1].stride() == query.stride()
+
+
+@gpu
+def test_word_attention_channels_last_opcheck():
+    feature_map = torch.randn(3, 5, 6, 7, device="cuda").contiguous(
+        memory_format=torch.channels_last
+    )
+    query = feature_map.reshape(3, 5, 42).requires_grad_()
+    source = torch.randn(3, 5, 7, device="cuda", requires_grad=True)
+    mask = _wa_mask(3, 7, "random", "cuda")
+    torch.library.opcheck(
+        torch.ops.attngan_fast.word_attention.default, (query, source, mask, True, False, "cuda")
+    )
 
 
 @gpu

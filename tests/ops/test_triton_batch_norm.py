@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from parity import assert_parity, assert_rel_parity
-from triton_aot import assert_fits_sm90, run_aot_script
+from triton_aot import ARCHS, SPILL_SLACK, assert_fits, run_aot_script
 
 from attngan_fast import ops
 from attngan_fast.ops import _layout
@@ -220,7 +220,9 @@ def _chain(x, convs, bns, backend, to):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_block_chain_triton_equals_torch(channels_last):
+def test_block_chain_triton_equals_torch(channels_last, monkeypatch):
+    # fp32 convolutions in IEEE on both sides (TF32 against cuDNN: test_triton_upsample_conv.py)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     x = torch.randn(3, 5, 3, 4, device=DEVICE)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
@@ -275,32 +277,36 @@ from attngan_fast.ops.triton import batch_norm as B
 FP32_PTRS = ("part_ptr", "w_ptr", "b_ptr", "mean_ptr", "var_ptr", "sums_ptr", "src_ptr", "dst_ptr")
 for dt in ("bf16", "fp32"):
     ptrs = dict({"*": dt}, **{name: "fp32" for name in FP32_PTRS})
-    for block_s, block_c in ((1024, 4), (32, 128)):  # NCHW-like and channels-last-like tiles
+    cuda = torch.device("cuda")
+    for ss in (1, 512):  # NCHW and channels-last tiles (512 channels, 64 x 64 x B pixels)
         for training in (True, False):
-            flags = dict(BLOCK_S=block_s, BLOCK_C=block_c, ACC=tl.float32, GLU=True,
-                         TRAINING=training, HAS_W=True, HAS_B=True, RTNE_BF16=False)
-            kernels = [B._grad_reduce_kernel, B._grad_apply_kernel]
+            kernels = [(B._grad_reduce_kernel, B.grad_blocks(4096, 512, ss, cuda)),
+                       (B._grad_apply_kernel, B.grad_blocks(4096, 512, ss, cuda))]
             if training:  # the forward kernels do not depend on the mode
-                kernels += [B._stats_kernel, B._apply_kernel]
-            for fn in kernels:
+                kernels += [(B._stats_kernel, B._blocks(4096, 512, ss, cuda)),
+                            (B._apply_kernel, B._blocks(4096, 512, ss, cuda))]
+            for fn, (block_s, block_c) in kernels:
+                flags = dict(BLOCK_S=block_s, BLOCK_C=block_c, ACC=tl.float32, GLU=True,
+                             TRAINING=training, HAS_W=True, HAS_B=True, RTNE_BF16=False)
                 consts = {k: v for k, v in flags.items() if k in fn.arg_names}
-                compile_sm90(f"{fn.__name__} {dt} {block_s}x{block_c} training={training}", fn,
-                             consts, ptrs, float_args=("eps", "inv_n"),
-                             options={"num_warps": B._NUM_WARPS})
+                aot_compile(f"{fn.__name__} {dt} {block_s}x{block_c} training={training}", fn,
+                            consts, ptrs, float_args=("eps", "inv_n"),
+                            options={"num_warps": B._NUM_WARPS})
 block_p, block_c = B._merge_blocks(torch.device("cuda"))
 for final in (True, False):
     consts = dict(FINAL=final, BLOCK_P=block_p, BLOCK_C=block_c, ACC=tl.float32)
-    compile_sm90(f"_merge_kernel final={final}", B._merge_kernel, consts, {"*": "fp32"},
-                 options={"num_warps": 4})
+    aot_compile(f"_merge_kernel final={final}", B._merge_kernel, consts, {"*": "fp32"},
+                options={"num_warps": 4})
 """
 
 
 @pytest.mark.slow
-def test_kernels_compile_for_sm90_without_spills():
+@pytest.mark.parametrize("arch", ARCHS)
+def test_kernels_compile_for_gpu_without_spills(arch):
     """The GLU variants (the largest) of every kernel compile for sm_90 with _NUM_WARPS warps and
     no register spills, for both tile shapes and both dtypes; the merge kernel likewise."""
-    results = run_aot_script(AOT_SCRIPT)
+    results = run_aot_script(AOT_SCRIPT, arch)
     assert len(results) == 2 * 2 * (2 + 2 + 2) + 2
-    assert_fits_sm90(results)
+    assert_fits(results, arch)
     for r in results:
-        assert r["stack"] == 0, r
+        assert r["stack"] <= SPILL_SLACK, r

@@ -4,11 +4,15 @@ On CPU the kernels run through the Triton interpreter (tests/conftest.py sets TR
 tiny odd shapes only. The ``gpu`` tests use G's real shapes.
 """
 
+import gpu_numerics
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 from parity import assert_rel_parity
-from triton_aot import assert_fits_sm90, run_aot_script
+from triton_aot import ARCHS, SPILL_SLACK, assert_fits, run_aot_script
 
 from attngan_fast import ops
 from attngan_fast.ops import _layout, phase_conv
@@ -35,7 +39,7 @@ def _exact(x, weight, grad_y):
 
 def _check_against_torch(x, weight, grad_y):
     got = _run(x, weight, grad_y, "triton")
-    ref = _run(x, weight, grad_y, "torch")
+    ref = _run(*gpu_numerics.cudnn_operands(x, weight, grad_y), "torch")  # TF32 as cuDNN would
     exact = _exact(x, weight, grad_y)
     for name, g, r, e in zip(("y", "grad_x", "grad_weight"), got, ref, exact):
         assert g.dtype == x.dtype and g.shape == e.shape, name
@@ -70,7 +74,8 @@ def test_stride_zero_upstream_gradient():
     _check_against_torch(x, weight, grad_y)
 
 
-def test_only_weight_needs_grad():
+def test_only_weight_needs_grad(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # IEEE: against float64
     x = torch.randn(2, 3, 4, 5)
     weight = torch.randn(6, 3, 3, 3, requires_grad=True)
     y = ops.upsample_conv3x3(x, weight, backend="triton")
@@ -183,24 +188,63 @@ for dt in ("bf16", "fp32"):
          ("N", "K", "sgb", "sgh", "sgw", "sxb", "sxh", "sxw")),
     ):
         for cfg in kern.configs:
+            tile = (cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.kwargs["BLOCK_K"])
+            if dt == "fp32" and tile in U.TF32_SKIP:  # pruned by the autotuner
+                continue
             consts = dict(cfg.kwargs, PRECISION="tf32", DOT_F32=False, **{u: 1 for u in unit})
             if name == "forward":
                 consts["STATS"] = False  # with the statistics epilogue: test_upsample_conv_bn
-            compile_sm90(f"{name} {dt} {cfg.kwargs}", kern.fn, consts, {"*": dt, "out_ptr": "fp32"},
-                         divisible=div, options=autotune_options(cfg))
+            aot_compile(f"{name} {dt} {cfg.kwargs}", kern.fn, consts, {"*": dt, "out_ptr": "fp32"},
+                        divisible=div, options=autotune_options(cfg))
     consts = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, PRECISION="tf32", DOT_F32=False, sxc=1, sgc=1)
     div = ("CIN", "COUT", "PIX_PER_SPLIT", "sxb", "sxh", "sxw", "sgb", "sgh", "sgw")
-    compile_sm90(f"grad_weight {dt}", U._grad_weight_kernel, consts, {"*": dt, "out_ptr": "fp32"},
-                 divisible=div, options={"num_warps": 8, "num_stages": 2})
+    aot_compile(f"grad_weight {dt}", U._grad_weight_kernel, consts, {"*": dt, "out_ptr": "fp32"},
+                divisible=div, options={"num_warps": 8, "num_stages": 2})
 """
 
 
 @pytest.mark.slow
-def test_kernels_compile_for_sm90_without_spills():
+@pytest.mark.parametrize("arch", ARCHS)
+def test_kernels_compile_for_gpu_without_spills(arch):
     """Every autotune config of the forward and grad_x GEMMs and grad_weight's config compile for
-    sm_90 (channels-last specialisation) within shared memory and without register spills."""
-    results = run_aot_script(AOT_SCRIPT)
-    assert len(results) == 2 * (2 * len(triton_backend.GPU_TILES) + 1)
-    assert_fits_sm90(results)
+    sm_90 and sm_80 (channels-last specialisation) within shared memory and without register
+    spills (fp32: the configs the autotuner tries in TF32, TF32_SKIP pruned)."""
+    results = run_aot_script(AOT_SCRIPT, arch)
+    tiles, skipped = len(triton_backend.GPU_TILES), len(triton_backend.TF32_SKIP)
+    assert len(results) == 2 * (2 * tiles + 1) - 2 * skipped  # fp32: TF32_SKIP pruned
+    assert_fits(results, arch)
     for r in results:
-        assert r["stack"] == 0, r
+        assert r["stack"] <= SPILL_SLACK, r
+
+
+@triton.jit
+def _round_kernel(x_ptr, out_ptr):
+    offs = tl.arange(0, 1024)
+    tl.store(out_ptr + offs, triton_backend._round_tf32(tl.load(x_ptr + offs)))
+
+
+def test_tf32_rounding_is_to_nearest_ties_away():
+    """The fp32 operands of a TF32 product are rounded as cuDNN's cvt.rna, not truncated."""
+    x = torch.randn(1024, device=DEVICE) * 1e3
+    x[:4] = torch.tensor([1 + 2**-11, -(1 + 2**-11), float("inf"), 3.0])
+    out = torch.empty_like(x)
+    _round_kernel[(1,)](x, out)
+    np.testing.assert_array_equal(out.cpu().numpy(), gpu_numerics.tf32_round(x.cpu().numpy()))
+    assert out[0] == 1 + 2**-10 and out[1] == -(1 + 2**-10) and out[3] == 3.0
+
+
+def test_tf32_skip_tiles_are_pruned_for_fp32_only():
+    configs = [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
+        for m, n, k, w, s in triton_backend.GPU_TILES
+    ]
+
+    def kept(dtype, precision):
+        args = {"x_ptr": torch.empty(1, dtype=dtype), "N": 256, "K": 256}
+        picked = triton_backend._prune(configs, args, PRECISION=precision)
+        return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in picked}
+
+    all_tiles = {t[:3] for t in triton_backend.GPU_TILES}
+    assert kept(torch.float32, "tf32") == all_tiles - triton_backend.TF32_SKIP
+    assert kept(torch.float32, "ieee") == all_tiles
+    assert kept(torch.bfloat16, "tf32") == all_tiles

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from train_helpers import tiny_gan_cfg
 
 from attngan_fast.train.gan_step import build_gan_state, gan_train_step, synthetic_batch
@@ -40,6 +41,69 @@ def test_step_runs_and_updates(precision):
     assert all(not p.requires_grad for p in state.image_encoder.parameters())
     for before, avg, p in zip(ema_before, state.ema.params, state.generator.parameters()):
         torch.testing.assert_close(avg, 0.999 * before + 0.001 * p.detach(), rtol=0, atol=1e-6)
+
+
+class _DtypesSeen(TorchDispatchMode):
+    """Records, per op name, the dtypes of the floating tensors each call takes and returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: dict[str, list[tuple[tuple, tuple]]] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+
+        def dtypes(values):
+            flat = [t for v in values for t in (v if isinstance(v, (list, tuple)) else [v])]
+            return tuple(
+                t.dtype for t in flat if isinstance(t, torch.Tensor) and t.is_floating_point()
+            )
+
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        self.calls.setdefault(func._schema.name, []).append((dtypes(args), dtypes(outs)))
+        return out
+
+
+def test_bf16_step_runs_under_autocast_with_fp32_statistics():
+    """bf16: convolutions and G's fused ops take bfloat16, while BatchNorm's parameters, running
+    and batch statistics, the attention's log-sum-exp, the softmaxes and the DAMSM similarity are
+    float32; parameters, optimiser moments and EMA stay float32. (Without autocast nothing would
+    be bfloat16: the fp32 step sees no bfloat16 tensor at all.)"""
+    bf16, fp32 = torch.bfloat16, torch.float32
+    seen, states = {}, {}
+    for precision in ("bf16", "fp32"):
+        torch.manual_seed(0)
+        state = states[precision] = _state(precision)
+        batch = synthetic_batch(state.cfg, VOCAB, 4, generator=torch.Generator().manual_seed(1))
+        with _DtypesSeen() as record:
+            gan_train_step(state, batch)
+        seen[precision] = record.calls
+    every_dtype = {d for calls in seen["fp32"].values() for i, o in calls for d in i + o}
+    assert bf16 not in every_dtype
+    calls = seen["bf16"]
+    assert calls["aten::convolution"] and all(
+        i == (bf16,) * len(i) for i, _ in calls["aten::convolution"]
+    )
+    for x_in, x_out in calls["attngan_fast::upsample_conv3x3_bn_glu"]:  # G's upBlocks
+        # x, conv weight | BN weight, bias, running mean, var -> y | batch mean, invstd (+ conv)
+        assert x_in[:2] == (bf16, bf16) and x_in[2:] == (fp32,) * 4
+        assert x_out[0] == bf16 and x_out[-2:] == (fp32, fp32)
+    for x_in, x_out in calls["attngan_fast::batch_norm_act"]:  # fc's and the ResBlocks' BN
+        assert x_in[0] == bf16 and x_in[-4:] == (fp32,) * 4 and x_out[-2:] == (fp32, fp32)
+    for x_in, x_out in calls["attngan_fast::word_attention"]:
+        assert x_in == (bf16, bf16) and x_out[-1] == fp32  # log-sum-exp of the softmax: fp32
+    for x_in, x_out in calls["aten::native_batch_norm"]:  # the Ds' BatchNorm2d
+        assert x_in[0] == bf16 and x_in[1:] == (fp32,) * 4 and x_out[1:] == (fp32, fp32)
+    softmaxes = [
+        c for name in ("aten::_softmax", "aten::_log_softmax") for c in calls.get(name, [])
+    ]
+    assert softmaxes and all(x_in == (fp32,) and x_out == (fp32,) for x_in, x_out in softmaxes)
+    assert all(c == ((fp32, fp32), (fp32,)) for c in calls["attngan_fast::damsm_word_similarity"])
+    state = states["bf16"]
+    tensors = [*state.generator.state_dict().values(), *state.discriminators.state_dict().values()]
+    tensors += list(state.ema.params)
+    tensors += [v for s in state.optimizer_g.state.values() for v in s.values() if v.dim()]
+    assert all(t.dtype == fp32 for t in tensors if t.is_floating_point())
 
 
 def _step_logs(seed: int, **variant) -> dict[str, float]:

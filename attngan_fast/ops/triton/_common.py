@@ -1,16 +1,21 @@
-"""Helpers shared by the attention kernels (word_attention, damsm): tile sizes, launch sizing and
-the fp32-accurate ``tl.dot`` wrappers.
+"""Helpers shared by the Triton kernels: the device guard of every launcher; for the attention
+kernels (word_attention, damsm) tile sizes, launch sizing and the fp32-accurate ``tl.dot`` wrappers.
 
 Precision policy: float32 operands go through ``tl.dot`` with ``FP32_DOT_PRECISION`` ("tf32x3":
 three TF32 tensor-core products, about float32 accuracy, where plain TF32 would miss the parity
 bar); a float32 operand multiplied by a bf16/fp16 one is split into a high and a low half of the
 low-precision type (two tensor-core products, about 16 mantissa bits) so that probabilities and
-gradients computed in float32 are not rounded to 8 bits before the product.
+gradients computed in float32 are not rounded to 8 bits before the product. The GPU's numerics
+(TF32 truncation, 3xTF32's split, approximate exp / sqrt / division) are emulated for the CPU
+parity tests by tests/ops/gpu_numerics.py (``ATTNGAN_FAST_GPU_NUMERICS=1``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import triton
@@ -23,6 +28,27 @@ FP32_DOT_PRECISION = "tf32x3"
 MIN_DOT = 16
 
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+F = TypeVar("F", bound=Callable)
+
+
+def on_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """``device`` made the current CUDA device for the body (Triton launches on the current
+    device and its current stream, whatever its arguments' device); nothing for CPU tensors."""
+    if device.type == "cuda":
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
+def launches_on_input_device(launcher: F) -> F:
+    """Decorator of a launcher: its kernels run on the device of its first tensor argument."""
+
+    @functools.wraps(launcher)
+    def guarded(*args, **kwargs):
+        first = next(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor))
+        with on_device(first.device):
+            return launcher(*args, **kwargs)
+
+    return guarded  # type: ignore[return-value]
 
 
 def dot_block(size: int) -> int:

@@ -23,6 +23,12 @@ Kernels (accumulation in fp32; fp64 for fp64 x):
 * backward, pass 2 ``_grad_apply_kernel`` (training): grad_x = w invstd (dz - sum dz / N - xhat
   sum(dz xhat) / N).
 
+Precision: fp32 accumulation (fp64 for fp64 x); the per-channel statistics and ``invstd`` divide
+and take square roots correctly rounded (``tl.div_rn``, ``tl.sqrt_rn``: fp32 ``/`` and ``tl.sqrt``
+are approximate on the GPU, and a mean off by an ulp shows in the summed gradients; once per
+channel and tile, so free); the GLU gate's ``tl.sigmoid`` stays approximate (elementwise,
+within 2 units in the last place).
+
 Falls back to the torch backend for tensors of 2**31 elements or more (int32 offsets).
 """
 
@@ -35,10 +41,16 @@ from torch import Tensor
 
 from attngan_fast.ops import _backend, _checks, _layout
 from attngan_fast.ops import batch_norm as reference
+from attngan_fast.ops.triton._common import launches_on_input_device
 from attngan_fast.ops.triton.upsample_conv import cast_out
 
 _INT32_LIMIT = 2**31
 _TILE = 4096  # values per tile (per half for GLU)
+# The backward's channels-last tile. Triton before 3.8 gives the GLU backward's reduction about
+# twice the registers 3.8+ does: its 4096-value channels-last tile (32 x 128) spills 320-864
+# bytes a thread there (sm_90 and sm_80; none on 3.8+), a 32 x 64 tile none.
+_OLD_TRITON = tuple(int(p) for p in triton.__version__.split(".")[:2]) < (3, 8)
+_GRAD_TILE, _GRAD_MAX_C = (_TILE // 2, 64) if _OLD_TRITON else (_TILE, 128)
 _NUM_WARPS = 8  # 16 values per thread and tensor: no register spills on sm_90 (GLU backward)
 
 
@@ -64,6 +76,15 @@ def _tile(s0, c0, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr, S, CH):
 
 
 @triton.jit
+def _div(x, y, ACC: tl.constexpr):
+    """x / y correctly rounded (fp32 ``/`` is approximate on the GPU; the statistics divide
+    once per channel and tile, so the exact division costs nothing measurable)."""
+    if ACC == tl.float32:
+        return tl.div_rn(x, y)
+    return x / y
+
+
+@triton.jit
 def _channel_params(
     mean_ptr, var_ptr, w_ptr, b_ptr, c, c_ok, eps,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACC: tl.constexpr,
@@ -71,7 +92,10 @@ def _channel_params(
     """(mean, invstd, weight, bias) of channels c; weight 1 and bias 0 when absent."""
     mean = tl.load(mean_ptr + c, mask=c_ok, other=0.0).to(ACC)
     var = tl.load(var_ptr + c, mask=c_ok, other=1.0).to(ACC)
-    invstd = 1.0 / tl.sqrt(var + eps)
+    if ACC == tl.float32:  # correctly rounded (tl.sqrt and / are approximate in fp32)
+        invstd = tl.div_rn(1.0, tl.sqrt_rn(var + eps))
+    else:
+        invstd = 1.0 / tl.sqrt(var + eps)
     weight = tl.full(c.shape, 1.0, ACC)
     if HAS_W:
         weight = tl.load(w_ptr + c, mask=c_ok, other=1.0).to(ACC)
@@ -113,13 +137,13 @@ def _stats_kernel(
         s, c, mask, c_ok = _tile(s0, c0, BLOCK_S, BLOCK_C, S, C)
         xt = _load(x_ptr, u // N_STILES, s, c, mask, sb, sc, ss, ACC)
         n_t = tl.minimum(S - s0, BLOCK_S).to(ACC)
-        mean_t = tl.sum(xt, axis=0) / n_t
+        mean_t = _div(tl.sum(xt, axis=0), n_t, ACC)
         d = tl.where(mask, xt - mean_t[None, :], 0.0)
         m2_t = tl.sum(d * d, axis=0)
         n_new = n + n_t
         delta = mean_t - mean
-        mean += delta * (n_t / n_new)
-        m2 += m2_t + delta * delta * (n * n_t / n_new)
+        mean += delta * _div(n_t, n_new, ACC)
+        m2 += m2_t + delta * delta * _div(n * n_t, n_new, ACC)
         n = n_new
     c = c0 + tl.arange(0, BLOCK_C)
     c_ok = c < C
@@ -147,12 +171,12 @@ def _merge_kernel(
     n_i = tl.load(src_ptr + 2 * SPLIT * C + offs, mask=ok, other=0.0).to(ACC)
     n = tl.sum(n_i, axis=0)
     n_safe = tl.where(n > 0, n, 1.0)  # lanes past C only
-    mean = tl.sum(n_i * mean_i, axis=0) / n_safe
+    mean = _div(tl.sum(n_i * mean_i, axis=0), n_safe, ACC)
     d = mean_i - mean[None, :]
     m2 = tl.sum(m2_i + n_i * d * d, axis=0)  # empty lanes: n_i = M2_i = 0
     if FINAL:
         tl.store(mean_ptr + c, mean, mask=c_ok)
-        tl.store(var_ptr + c, m2 / n_safe, mask=c_ok)
+        tl.store(var_ptr + c, _div(m2, n_safe, ACC), mask=c_ok)
     else:
         groups = tl.num_programs(0)
         tl.store(dst_ptr + g * C + c, mean, mask=c_ok)
@@ -313,8 +337,11 @@ def _view3(t: Tensor, rows: bool) -> tuple[int, int, int, int, int]:
     return t.shape[0], s, c * s, s, 1
 
 
-def _blocks(s: int, ch: int, ss: int, device: torch.device) -> tuple[int, int]:
-    """(BLOCK_S, BLOCK_C): long along the contiguous axis, about _TILE values per tile.
+def _blocks(
+    s: int, ch: int, ss: int, device: torch.device, tile: int = _TILE, max_c: int = 128
+) -> tuple[int, int]:
+    """(BLOCK_S, BLOCK_C): long along the contiguous axis, about ``tile`` values per tile, at most
+    ``max_c`` channels when they are the contiguous axis.
 
     The interpreter sums a tile's column one row after the other (numpy along axis 0), so on CPU
     tiles stay short (64 values along S) to keep fp32 reductions as accurate as a tree sum.
@@ -322,9 +349,17 @@ def _blocks(s: int, ch: int, ss: int, device: torch.device) -> tuple[int, int]:
     max_s = 1024 if device.type == "cuda" else 64
     if ss == 1:
         block_s = max(2, min(triton.next_power_of_2(s), max_s))
-        return block_s, max(2, min(triton.next_power_of_2(ch), _TILE // block_s))
-    block_c = max(2, min(triton.next_power_of_2(ch), 128))
-    return max(2, min(triton.next_power_of_2(s), _TILE // block_c, max_s)), block_c
+        return block_s, max(2, min(triton.next_power_of_2(ch), tile // block_s))
+    block_c = max(2, min(triton.next_power_of_2(ch), max_c))
+    return max(2, min(triton.next_power_of_2(s), tile // block_c, max_s)), block_c
+
+
+def grad_blocks(s: int, ch: int, ss: int, device: torch.device) -> tuple[int, int]:
+    """The backward kernels' (BLOCK_S, BLOCK_C): ``_blocks``, channels-last within
+    ``_GRAD_TILE`` values and ``_GRAD_MAX_C`` channels."""
+    if ss == 1:
+        return _blocks(s, ch, ss, device)
+    return _blocks(s, ch, ss, device, _GRAD_TILE, _GRAD_MAX_C)
 
 
 def _splits(tiles: int, cblocks: int, device: torch.device) -> tuple[int, int]:
@@ -354,6 +389,7 @@ def _merge_blocks(device: torch.device) -> tuple[int, int]:
     return (256, 16) if device.type == "cuda" else (64, 64)
 
 
+@launches_on_input_device
 def merge_partials(part: Tensor) -> tuple[Tensor, Tensor]:
     """3 x SPLIT x C partials (mean | M2 | count per split; float32 or float64) -> the mean and
     biased variance, C each, in part's dtype: groups of BLOCK_P merged per launch until one is
@@ -376,6 +412,7 @@ def merge_partials(part: Tensor) -> tuple[Tensor, Tensor]:
         part = dst
 
 
+@launches_on_input_device
 def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean and biased variance of dense x (``uses_triton_kernels(x)``), float32
     (float64 for float64 x): ``_stats_kernel`` partials, then ``merge_partials``."""
@@ -392,6 +429,7 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     return merge_partials(part)
 
 
+@launches_on_input_device
 def apply(
     x: Tensor,
     residual: Tensor | None,
@@ -427,6 +465,7 @@ def apply(
     return y
 
 
+@launches_on_input_device
 def batch_norm_act_forward(
     x: Tensor,
     residual: Tensor | None,
@@ -454,6 +493,7 @@ def batch_norm_act_forward(
     return y, empty, empty.clone()
 
 
+@launches_on_input_device
 def batch_norm_act_backward(
     grad_y: Tensor,
     x: Tensor,
@@ -483,7 +523,7 @@ def batch_norm_act_backward(
     rows = _rows(x)
     nb, s, sb, sc, ss = _view3(x, rows)
     _, _, sgb, sgc, sgs = _view3(grad_y, rows)
-    block_s, block_c = _blocks(s, ch, ss, x.device)
+    block_s, block_c = grad_blocks(s, ch, ss, x.device)
     n_stiles = triton.cdiv(s, block_s)
     cblocks = triton.cdiv(ch, block_c)
     split, per = _splits(nb * n_stiles, cblocks, x.device)

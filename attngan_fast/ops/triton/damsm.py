@@ -22,6 +22,11 @@ at its first caption, then read-modified-written), summed over the G groups afte
 deterministic. grad_words: sums over all B images, so each pair adds its D x T tile with
 ``tl.atomic_add`` (B adds per element, spread over the run; order-dependent in the last bits only).
 Memory: G x B x (D x R + 2 D x T) with G*B about two programs per SM, never B x B x R x T.
+
+Precision: every ``tl.dot`` in 3xTF32 (``tf32x3``: about fp32 accuracy; inputs are converted to
+fp32 on load, so bf16/fp16 take the same path); norms with ``tl.sqrt_rn``; softmaxes, cosines and
+the log-sum-exp with the GPU's approximate ``tl.exp`` and ``/`` (within 2 units in the last place:
+inside the parity budget under the GPU-numerics emulation of tests/ops/gpu_numerics.py).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from attngan_fast.ops.triton._common import (
     FP32_DOT_PRECISION,
     check_dtype,
     dot_block,
+    launches_on_input_device,
     resident_programs,
     single_config,
 )
@@ -324,6 +330,7 @@ def damsm_word_similarity_supported(device: torch.device) -> str | None:
     return None
 
 
+@launches_on_input_device
 def damsm_word_similarity_forward(
     img_local: Tensor, words: Tensor, cap_lens: Tensor, gamma1: float, gamma2: float
 ) -> Tensor:
@@ -358,6 +365,7 @@ def _caption_groups(batch: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(batch, per_group), per_group
 
 
+@launches_on_input_device
 def damsm_word_similarity_backward(
     grad_s: Tensor,
     img_local: Tensor,

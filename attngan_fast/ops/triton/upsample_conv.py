@@ -15,10 +15,13 @@ channels-last tensors both work (channels-last gives contiguous channel vectors,
   SPLIT_K deterministic slices (no atomics), summed and folded back to 3x3 by
   ``fold_phase_weight_grad``.
 
-Accumulation is fp32. ``tl.dot`` runs on tensor cores for bf16/fp16 (phase weights rounded to the
-input dtype: about 1.4x the reference's relative error, inside the 2x parity rule); for fp32 it
-uses TF32 exactly when ``torch.backends.cudnn.allow_tf32`` is on (so it matches what cuDNN does for
-the reference conv), else IEEE fp32.
+Precision: accumulation is fp32. ``tl.dot`` runs on tensor cores for bf16/fp16 (phase weights
+rounded to the input dtype: about 1.4x the reference's relative error, inside the 2x parity rule);
+for fp32 it uses TF32 exactly when ``torch.backends.cudnn.allow_tf32`` is on (PyTorch's default;
+what cuDNN does for the reference conv), else IEEE fp32. In TF32 both operands are first rounded
+to nearest (``_round_tf32``, as cuDNN's ``cvt.rna``): fed raw fp32 bits, the tensor cores truncate,
+which gave about 3x cuDNN's error under the GPU-numerics emulation (tests/ops/gpu_numerics.py).
+The epilogue statistics divide with ``tl.div_rn`` (fp32 ``/`` is approximate on the GPU).
 
 Fallback to path (a) (``phase_conv``: one cuDNN 2x2 conv + pixel shuffle): float64 inputs (the
 gradcheck dtype; fp64 ``tl.dot`` is not used) and tensors of 2**31 elements or more (int32
@@ -34,6 +37,7 @@ import triton.language as tl
 from torch import Tensor
 
 from attngan_fast.ops import _backend, _layout, phase_conv
+from attngan_fast.ops.triton._common import launches_on_input_device
 
 _INT32_LIMIT = 2**31
 
@@ -77,20 +81,35 @@ def cast_out(v, dtype: tl.constexpr, RTNE_BF16: tl.constexpr):
 
 
 @triton.jit
+def _round_tf32(x):
+    """fp32 ``x`` rounded to the nearest TF32 value, ties away from zero (``cvt.rna.tf32.f32``,
+    what cuBLAS / cuDNN do): the tensor cores would otherwise read the raw fp32 bits, a
+    truncation with about twice the error and a bias."""
+    bits = x.to(tl.uint32, bitcast=True)
+    return ((bits + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _mma(a, b, acc, PRECISION: tl.constexpr, DOT_F32: tl.constexpr):
     """acc + a @ b. DOT_F32 (interpreter only: its bf16 ``tl.dot`` reads raw bits) multiplies in
-    fp32, which is exact for bf16 products, as the tensor cores are."""
+    fp32, which is exact for bf16 products, as the tensor cores are. fp32 operands in TF32 are
+    rounded to nearest first (``_round_tf32``)."""
     if DOT_F32:
         acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    elif PRECISION == "tf32" and a.dtype == tl.float32:
+        acc = tl.dot(_round_tf32(a), _round_tf32(b), acc, input_precision="tf32")
     else:
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     return acc
 
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) autotuned on the GPU (all compile for sm_90
-# without register spills, <= 196 KB shared memory in fp32: tests/ops/test_triton_upsample_conv.py)
+# without register spills, <= 160 KB shared memory in fp32: tests/ops/test_triton_upsample_conv.py)
 GPU_TILES = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (64, 64, 32, 4, 4),
              (128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (64, 64, 64, 4, 3)]  # fmt: skip
+# (BLOCK_M, BLOCK_N, BLOCK_K) not tried for fp32 in TF32: with the operand rounding they spill
+# (72-272 bytes a thread on sm_90, 8-16 on sm_80).
+TF32_SKIP = {(128, 64, 64)}
 
 
 def _gemm_configs() -> list[triton.Config]:
@@ -105,12 +124,17 @@ def _gemm_configs() -> list[triton.Config]:
 
 
 def _prune(configs, named_args, **kwargs):
-    """Drop tiles wider than the problem (N) or K-chunks wider than the channels."""
+    """Drop tiles wider than the problem (N), K-chunks wider than the channels, and for fp32 in
+    TF32 the tiles of TF32_SKIP."""
     n, k = named_args["N"], named_args["K"]
+    operand = next(v for v in named_args.values() if isinstance(v, torch.Tensor))
+    tf32 = operand.dtype == torch.float32 and kwargs.get("PRECISION") == "tf32"
     keep = [
         c for c in configs
         if c.kwargs["BLOCK_N"] <= max(16, triton.next_power_of_2(n))
         and c.kwargs["BLOCK_K"] <= max(16, triton.next_power_of_2(k))
+        and not (tf32 and (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"])
+                 in TF32_SKIP)
     ]  # fmt: skip
     smallest = min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])
     return keep or [smallest]
@@ -172,7 +196,7 @@ def _forward_kernel(
     if STATS:
         v = tl.where(m_ok[:, None], out.to(tl.float32), 0.0)
         count = tl.sum(m_ok.to(tl.float32), axis=0)  # >= 1: every program has a valid pixel
-        mean = tl.sum(v, axis=0) / count
+        mean = tl.div_rn(tl.sum(v, axis=0), count)  # exact: fp32 / is approximate on GPUs
         d = tl.where(m_ok[:, None], v - mean[None, :], 0.0)
         splits = tl.num_programs(0)
         p_ptrs = part_ptr + tl.program_id(0) * N + n
@@ -325,12 +349,14 @@ def _forward(x: Tensor, weight: Tensor, stats: bool) -> tuple[Tensor, Tensor | N
     return y, flat[: 3 * used * cout].view(3, used, cout)
 
 
+@launches_on_input_device
 def upsample_conv3x3_forward(x: Tensor, weight: Tensor) -> Tensor:
     if not uses_triton_kernels(x, weight):
         return phase_conv.upsample_conv3x3_phase_forward(x, weight)
     return _forward(x, weight, stats=False)[0]
 
 
+@launches_on_input_device
 def upsample_conv3x3_forward_stats(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
     """(y, partial statistics of y: 3 x SPLIT x Cout float32, mean | M2 | count per tile) for
     ``uses_triton_kernels(x, weight)`` inputs; ``batch_norm.merge_partials`` reduces them."""
@@ -392,6 +418,7 @@ def _grad_weight(grad_y: Tensor, x: Tensor, weight: Tensor) -> Tensor:
     return phase_conv.fold_phase_weight_grad(grad_phase).to(weight.dtype)
 
 
+@launches_on_input_device
 def upsample_conv3x3_backward(
     grad_y: Tensor, x: Tensor, weight: Tensor, need_x: bool, need_weight: bool
 ) -> tuple[Tensor | None, Tensor | None]:

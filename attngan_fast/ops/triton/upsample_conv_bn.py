@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from attngan_fast.ops.triton import batch_norm, upsample_conv
+from attngan_fast.ops.triton._common import launches_on_input_device
 from attngan_fast.ops.upsample_conv_bn import composed_forward
 
 
@@ -33,6 +34,7 @@ def uses_epilogue_stats(x: Tensor, conv_weight: Tensor, training: bool) -> bool:
     return training and upsample_conv.uses_triton_kernels(x, conv_weight)
 
 
+@launches_on_input_device
 def upsample_conv3x3_bn_glu_forward(
     x: Tensor,
     conv_weight: Tensor,

@@ -1,16 +1,25 @@
 """Triton backend of ``word_attention`` (contract in ``attngan_fast/ops/word_attention.py``).
 
-Forward: one program per (tile of BLOCK_N regions, sample). The whole C x T word tile of the sample
-stays in registers; scores (BLOCK_N x T, ``tl.dot``), the masked softmax over words in float32,
-the context (BLOCK_N x C, ``tl.dot``) and the per-region log-sum-exp are computed in one pass over
-the regions' features, so the only memory traffic is query in, context (+ attention map when asked)
-and lse out. T and C are padded to powers of two (at least 16, for ``tl.dot``) and masked.
+Forward: one program per (tile of BLOCK_N regions, sample). The whole C x T word tile of the
+sample stays in registers; scores (BLOCK_N x T, ``tl.dot``), the masked softmax over words in
+float32, the context (BLOCK_N x C, ``tl.dot``) and the per-region log-sum-exp are computed in one
+pass over the regions' features, so the only memory traffic is query in, context (+ attention map
+when asked) and lse out. T and C are padded to powers of two (at least 16, for ``tl.dot``) and
+masked. Query, context, grad_context and grad_query share one layout, passed as strides (sqb,
+sqc, sqn): regions innermost (NCHW maps) or channels innermost (channels-last maps flattened in
+place), so neither is copied.
 
 Backward: one program per (chunk of regions, sample), looping over BLOCK_N tiles of its chunk. It
 recomputes the probabilities from the saved lse, writes grad_query for its regions, and sums its
 regions' contribution to grad_source (C x T) in registers; each program writes that partial sum
 to a B x SPLIT x C x T buffer that ``torch.sum`` reduces afterwards. Deterministic (no atomics),
 and the buffer is small because SPLIT is chosen to give only a few programs per SM.
+
+Precision (``_common``'s policy): fp32 inputs multiply in 3xTF32 (``tf32x3``, about fp32
+accuracy), bf16/fp16 inputs on the tensor cores with fp32 accumulation, fp32 probabilities and
+gradients times low-precision tiles split into two halves; softmax, log-sum-exp and division
+with the GPU's approximate ``tl.exp`` / ``/`` (within 2 units in the last place, exact for
+``exp(0)``: inside the parity budget under the GPU-numerics emulation).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from attngan_fast.ops import _layout
 from attngan_fast.ops._backend import triton_interpret
 from attngan_fast.ops.triton._common import (
     FP32_DOT_PRECISION,
@@ -27,6 +37,7 @@ from attngan_fast.ops.triton._common import (
     dot_block,
     dot_f32_lhs,
     dot_f32_rhs,
+    launches_on_input_device,
     resident_programs,
     single_config,
 )
@@ -77,6 +88,9 @@ def _fwd_kernel(
     C,
     N,
     T,
+    sqb,  # strides of query and context
+    sqc,
+    sqn,
     HAS_MASK: tl.constexpr,
     LEGACY: tl.constexpr,
     NEED_ATTN: tl.constexpr,
@@ -97,7 +111,7 @@ def _fwd_kernel(
         mask=c_ok[:, None] & t_ok[None, :],
         other=0.0,
     )  # C x T
-    nc_off = b * C * N + offs_c[None, :] * N + offs_n[:, None]
+    nc_off = b * sqb + offs_c[None, :] * sqc + offs_n[:, None] * sqn
     nc_ok = n_ok[:, None] & c_ok[None, :]
     q = tl.load(q_ptr + nc_off, mask=nc_ok, other=0.0)  # N x C
     scores = tl.dot(q, src, input_precision=PREC)  # N x T, float32
@@ -143,6 +157,9 @@ def _bwd_kernel(
     C,
     N,
     T,
+    sqb,  # strides of query, grad_context and grad_query
+    sqc,
+    sqn,
     CHUNK,
     SPLIT,
     HAS_MASK: tl.constexpr,
@@ -170,7 +187,7 @@ def _bwd_kernel(
     for start in range(lo, hi, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         n_ok = offs_n < hi
-        nc_off = b * C * N + offs_c[None, :] * N + offs_n[:, None]
+        nc_off = b * sqb + offs_c[None, :] * sqc + offs_n[:, None] * sqn
         nc_ok = n_ok[:, None] & c_ok[None, :]
         q = tl.load(q_ptr + nc_off, mask=nc_ok, other=0.0)  # N x C
         g = tl.load(gc_ptr + nc_off, mask=nc_ok, other=0.0)  # N x C
@@ -214,6 +231,7 @@ def _mask_arg(mask: Tensor | None, fallback: Tensor) -> Tensor:
     return fallback if mask is None else mask.view(torch.uint8)
 
 
+@launches_on_input_device
 def word_attention_forward(
     query: Tensor, source: Tensor, mask: Tensor | None, need_attn: bool, legacy_mask: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -221,7 +239,7 @@ def word_attention_forward(
     _check_inputs(query, source)
     batch, channels, n = query.shape
     words = source.shape[2]
-    context = torch.empty_like(query)
+    context = torch.empty_like(query)  # query's layout (strides)
     attn = query.new_empty(batch, words, n) if need_attn else query.new_empty(0)
     lse = torch.empty(batch, n, device=query.device, dtype=torch.float32)
 
@@ -239,6 +257,7 @@ def word_attention_forward(
         channels,
         n,
         words,
+        *query.stride(),
         HAS_MASK=mask is not None,
         LEGACY=legacy_mask,
         NEED_ATTN=need_attn,
@@ -257,6 +276,7 @@ def _split(batch: int, n: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(n, chunk), chunk
 
 
+@launches_on_input_device
 def word_attention_backward(
     grad_context: Tensor,
     grad_attn: Tensor | None,
@@ -266,8 +286,10 @@ def word_attention_backward(
     lse: Tensor,
     legacy_mask: bool,
 ) -> tuple[Tensor, Tensor]:
-    """(grad_query B x C x N, grad_source B x C x T): one kernel, then a sum over SPLIT partials."""
+    """(grad_query B x C x N, grad_source B x C x T): one kernel, then a sum over SPLIT partials.
+    grad_context has query's strides (the op's autograd brings it there)."""
     _check_inputs(query, source)
+    grad_context = _layout.like(grad_context, query)  # no copy when it already is
     batch, channels, n = query.shape
     words = source.shape[2]
     split, chunk = _split(batch, n, query.device)
@@ -286,6 +308,7 @@ def word_attention_backward(
         channels,
         n,
         words,
+        *query.stride(),
         chunk,
         split,
         HAS_MASK=mask is not None,
