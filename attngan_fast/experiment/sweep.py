@@ -229,19 +229,23 @@ def _run_setting(
     load_before = os.getloadavg()[0]
     if state.get("steps") != budget or not files.netG.is_file():
         log(f"{setting.name}: training {budget} steps in {files.root}")
-        started = time.perf_counter()
-        train_gan(
-            cfg,
-            GanTrainOptions(
-                out_dir=files.root, data_dir=data, layout=opts.layout, text_encoder=text,
-                image_encoder=image, device=device, seed=opts.seed, max_steps=budget,
-                checkpoint_every=sizes.checkpoint_every, sample_every=budget, log_every=10,
-                ema_decay=sizes.ema_decay, progress=opts.progress, resume=True,
-            ),
-        )  # fmt: skip
-        sessions = [*state.get("sessions", []), round(time.perf_counter() - started, 1)]
-        state = {"steps": budget, "sessions": sessions}
-        write_json(state, files.root / STATE_FILE)
+        started, done = time.perf_counter(), False
+        try:
+            train_gan(
+                cfg,
+                GanTrainOptions(
+                    out_dir=files.root, data_dir=data, layout=opts.layout, text_encoder=text,
+                    image_encoder=image, device=device, seed=opts.seed, max_steps=budget,
+                    checkpoint_every=sizes.checkpoint_every, sample_every=budget, log_every=10,
+                    ema_decay=sizes.ema_decay, progress=opts.progress, resume=True,
+                ),
+            )  # fmt: skip
+            done = True
+        finally:  # an interrupted session's time counts too (its steps since the last
+            # checkpoint are trained again)
+            sessions = [*state.get("sessions", []), round(time.perf_counter() - started, 1)]
+            state = {"steps": budget if done else state.get("steps"), "sessions": sessions}
+            write_json(state, files.root / STATE_FILE)
     log(f"{setting.name}: evaluating")
     started = time.perf_counter()
     scores = evaluate_setting(files, cfg, sizes, opts, data, text_encoder, image_encoder, out,

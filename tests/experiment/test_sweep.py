@@ -85,6 +85,8 @@ def test_sweep_is_killed_and_resumes(tmp_path, monkeypatch, capsys):
     table = json.loads(result.table_json.read_text())
     assert [r["lambda"] for r in table["rows"]] == [0.0, 1.0]
     assert all(r["steps"] == SIZES["tiny"].budget for r in table["rows"])
+    # the killed session's time is in the killed setting's training time
+    assert [r["train_sessions"] for r in table["rows"]] == [1, 2]
     md = result.table_md.read_text()
     assert "AttnGAN1, no DAMSM" in md and "AttnGAN1, λ = 1" in md and "34.96" in md
     assert result.plot is None or result.plot.is_file()
