@@ -8,6 +8,7 @@
     attngan-fast eval ...                      # R-precision, attribute accuracy, IS / FID, t-SNE
     attngan-fast serve runs/demo/gan           # DrawingBot: web page + HTTP API (serve extra)
     attngan-fast bench ...                     # speed measurements (attngan_fast.bench)
+    attngan-fast experiment lambda|baselines   # the talk's tables, trained and evaluated here
     attngan-fast env                           # versions, _C, GPUs: for a bug report
 
 Configuration: a preset (``--preset birds``), or ``--cfg file.yml`` in the original AttnGAN format,
@@ -29,6 +30,7 @@ import sys
 from collections.abc import Sequence
 
 from attngan_fast.argtypes import SEED, device_name, float_in, int_in
+from attngan_fast.config import PRESET_HELP
 from attngan_fast.errors import AttnGanError, UsageError
 
 PROG = "attngan-fast"
@@ -57,6 +59,7 @@ DELEGATED = {
     "eval": "attngan_fast.eval.cli",
     "bench": "attngan_fast.bench.cli",
     "serve": "attngan_fast.serve.cli",
+    "experiment": "attngan_fast.experiment.cli",
     "env": "attngan_fast.env_report",
 }
 # SynthBirds bounds (make_synth_birds checks the same): images per split and their side in pixels.
@@ -68,8 +71,10 @@ def _add_config_args(p: argparse.ArgumentParser, default_preset: str) -> None:
     g.add_argument(
         "--preset",
         default=default_preset,
-        choices=["birds", "coco", "damsm_birds", "damsm_coco"],
-        help="start from the original configuration of this name",
+        choices=list(PRESET_HELP),
+        metavar="NAME",
+        help="start from this configuration: "
+        + "; ".join(f"{name}: {what}" for name, what in PRESET_HELP.items()),
     )
     g.add_argument(
         "--cfg",
@@ -117,7 +122,12 @@ def _add_run_args(p: argparse.ArgumentParser, out_default: str) -> None:
         help="fp32, or autocast mixed precision (fp16 uses a gradient scaler; GPU only); auto: "
         "bf16 where the GPU or CPU computes bf16 natively (AVX-512 BF16 / AMX), else fp32",
     )
-    p.add_argument("--workers", type=int_in(0, 256), default=0, help="data loading processes")
+    p.add_argument(
+        "--workers",
+        type=int_in(0, 256),
+        help="data loading processes (default: WORKERS of the config; 0 makes --resume bit for "
+        "bit)",
+    )
     p.add_argument("--seed", type=SEED, default=100, help="random seed (same seed, same run)")
     p.add_argument(
         "--original-damsm-loop",
@@ -172,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pretrain the DAMSM text and image encoders",
         description="Train the text encoder (bidirectional LSTM) and the image encoder on the "
         "DAMSM loss, as the original pretrain_DAMSM.py. Writes text_encoder<E>.pth and "
-        "image_encoder<E>.pth (original format) under --out; pass the text encoder to `train`.",
+        "image_encoder<E>.pth (original format) under --out; pass the text encoder to `train`. "
+        "After every epoch, text-image retrieval on the test split (R@1, R-precision) is logged "
+        "and the best epoch is kept as text_encoder_best.pth (best_encoders.json says which).",
         formatter_class=_Formatter,
     )
     _add_config_args(p, "damsm_birds")
@@ -200,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--lr", type=float_in(0.0, low_open=True), help="encoder learning rate (TRAIN.ENCODER_LR)"
+    )
+    p.add_argument(
+        "--no-test-eval",
+        action="store_true",
+        help="skip the retrieval scores on the test split after every epoch (and so the "
+        "best encoders, text_encoder_best.pth / image_encoder_best.pth)",
     )
     p.set_defaults(func=_cmd_pretrain)
 
@@ -288,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:N")
     p.add_argument("--no-attention", action="store_true", help="skip the attention figures")
+    p.add_argument(
+        "--same-noise",
+        action="store_true",
+        help="the same z for every caption (seed --seed), so captions that differ in one word "
+        "show what that word changes; default: caption i gets seed --seed + i",
+    )
     p.add_argument("--legacy-mask", action="store_true", help="original checkpoints' mask bug")
     p.set_defaults(func=_cmd_generate)
 
@@ -329,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure speed: ops, a training iteration, original vs fused", add_help=False
     )
     sub.add_parser("serve", help="DrawingBot: web page and HTTP API (serve extra)", add_help=False)
+    sub.add_parser(
+        "experiment",
+        help="the talk's tables: lambda sweep, AttnGAN vs StackGAN-v2 vs GAN-INT-CLS",
+        add_help=False,
+    )
     sub.add_parser("env", help="versions, _C, GPUs: what a bug report needs", add_help=False)
     return parser
 
@@ -354,7 +383,15 @@ def _config(args: argparse.Namespace, **values: object):
     return override(cfg, **values)
 
 
+def _workers(args: argparse.Namespace, cfg) -> int:
+    """--workers, else the config's WORKERS."""
+    return args.workers if args.workers is not None else cfg.WORKERS
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
 
     cfg = _config(args, **{"TRAIN.BATCH_SIZE": args.batch_size, "TRAIN.ENCODER_LR": args.lr})
@@ -365,12 +402,22 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             image_encoder=args.image_encoder, inception_weights=args.inception_weights,
             small_ndf=args.small_ndf, small_size=args.small_size, device=args.device,
             precision=args.precision, seed=args.seed, max_epochs=args.epochs,
-            max_steps=args.steps, workers=args.workers, log_every=args.log_every,
+            max_steps=args.steps, workers=_workers(args, cfg), log_every=args.log_every,
             original_damsm_loop=args.original_damsm_loop, progress=not args.no_progress,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, test_eval=not args.no_test_eval,
         ),
     )  # fmt: skip
     print(f"encoders: {text} and {image}")
+    best = Path(args.out) / "best_encoders.json"
+    if best.is_file():
+        record = json.loads(best.read_text(encoding="utf-8"))
+        rp = record["r_precision"]
+        score = f"R-precision {rp:.1f} %" if rp is not None else "R@1 text->image"
+        score += "" if rp is not None else f" {record['r1_text_to_image']:.1f} %"
+        print(
+            f"best on the test split: epoch {record['epoch']} (step {record['step']}), {score}: "
+            f"{best.with_name('text_encoder_best.pth')}"
+        )
     return 0
 
 
@@ -393,7 +440,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             device=args.device, precision=args.precision, seed=args.seed,
             max_epochs=args.epochs, max_steps=args.steps, checkpoint_every=args.checkpoint_every,
             sample_every=args.sample_every, log_every=args.log_every,
-            sample_captions=args.sample_captions, workers=args.workers, resume=args.resume,
+            sample_captions=args.sample_captions, workers=_workers(args, cfg), resume=args.resume,
             sync_bn=args.sync_bn, channels_last=args.channels_last, compile=args.compile,
             original_damsm_loop=args.original_damsm_loop, legacy_mask=args.legacy_mask,
             ema_decay=args.ema_decay, progress=not args.no_progress, overwrite=args.overwrite,
@@ -432,7 +479,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     models = load_generation_models(netG, text, vocab, device, legacy_mask=legacy_mask)
     written = generate(
         models, args.captions, args.out, n_samples=args.samples, seed=args.seed,
-        attention=not args.no_attention,
+        attention=not args.no_attention, same_noise=args.same_noise,
     )  # fmt: skip
     print(f"{len(written)} images written under {args.out}")
     return 0

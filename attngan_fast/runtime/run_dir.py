@@ -101,7 +101,7 @@ class RunFiles:
 def damsm_outputs(root: str | Path) -> list[Path]:
     """The files of a DAMSM pretraining folder (``pretrain_damsm``'s ``out_dir``) that exist."""
     root = Path(root)
-    names = ("encoders.json", VOCAB_FILE, "metrics.jsonl")
+    names = ("encoders.json", VOCAB_FILE, "metrics.jsonl", "best_encoders.json")
     found = [root / n for n in names if (root / n).is_file()]
     for pattern in ("text_encoder*.pth", "image_encoder*.pth", ".*_encoder*.pth.*.tmp"):
         found += sorted(p for p in root.glob(pattern) if p.is_file())

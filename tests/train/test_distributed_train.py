@@ -20,6 +20,7 @@ TINY = [
     "--set", "GAN.R_NUM=1", "--set", "TEXT.EMBEDDING_DIM=16", "--set", "TEXT.WORDS_NUM=12",
     "--set", "TRAIN.SNAPSHOT_INTERVAL=1", "--batch-size", "4", "--no-progress",
     "--device", "cpu", "--sample-every", "0", "--log-every", "1", "--seed", "5",
+    "--workers", "0",  # bit for bit needs the loader in the process (the default: WORKERS)
 ]  # fmt: skip
 
 
