@@ -8,6 +8,7 @@
     attngan-fast eval ...                      # R-precision, attribute accuracy, IS / FID, t-SNE
     attngan-fast serve runs/demo/gan           # DrawingBot: web page + HTTP API (serve extra)
     attngan-fast bench ...                     # speed measurements (attngan_fast.bench)
+    attngan-fast experiment lambda|baselines   # the talk's tables, trained and evaluated here
     attngan-fast env                           # versions, _C, GPUs: for a bug report
 
 Configuration: a preset (``--preset birds``), or ``--cfg file.yml`` in the original AttnGAN format,
@@ -29,6 +30,7 @@ import sys
 from collections.abc import Sequence
 
 from attngan_fast.argtypes import SEED, device_name, float_in, int_in
+from attngan_fast.config import PRESET_HELP
 from attngan_fast.errors import AttnGanError, UsageError
 
 PROG = "attngan-fast"
@@ -57,6 +59,7 @@ DELEGATED = {
     "eval": "attngan_fast.eval.cli",
     "bench": "attngan_fast.bench.cli",
     "serve": "attngan_fast.serve.cli",
+    "experiment": "attngan_fast.experiment.cli",
     "env": "attngan_fast.env_report",
 }
 # SynthBirds bounds (make_synth_birds checks the same): images per split and their side in pixels.
@@ -68,8 +71,10 @@ def _add_config_args(p: argparse.ArgumentParser, default_preset: str) -> None:
     g.add_argument(
         "--preset",
         default=default_preset,
-        choices=["birds", "coco", "damsm_birds", "damsm_coco"],
-        help="start from the original configuration of this name",
+        choices=list(PRESET_HELP),
+        metavar="NAME",
+        help="start from this configuration: "
+        + "; ".join(f"{name}: {what}" for name, what in PRESET_HELP.items()),
     )
     g.add_argument(
         "--cfg",
@@ -113,10 +118,16 @@ def _add_run_args(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="fp32, or autocast mixed precision (fp16 uses a gradient scaler; GPU only)",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        help="fp32, or autocast mixed precision (fp16 uses a gradient scaler; GPU only); auto: "
+        "bf16 where the GPU or CPU computes bf16 natively (AVX-512 BF16 / AMX), else fp32",
     )
-    p.add_argument("--workers", type=int_in(0, 256), default=0, help="data loading processes")
+    p.add_argument(
+        "--workers",
+        type=int_in(0, 256),
+        help="data loading processes (default: WORKERS of the config; 0 makes --resume bit for "
+        "bit)",
+    )
     p.add_argument("--seed", type=SEED, default=100, help="random seed (same seed, same run)")
     p.add_argument(
         "--original-damsm-loop",
@@ -171,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pretrain the DAMSM text and image encoders",
         description="Train the text encoder (bidirectional LSTM) and the image encoder on the "
         "DAMSM loss, as the original pretrain_DAMSM.py. Writes text_encoder<E>.pth and "
-        "image_encoder<E>.pth (original format) under --out; pass the text encoder to `train`.",
+        "image_encoder<E>.pth (original format) under --out; pass the text encoder to `train`. "
+        "After every epoch, text-image retrieval on the test split (R@1, R-precision) is logged "
+        "and the best epoch is kept as text_encoder_best.pth (best_encoders.json says which).",
         formatter_class=_Formatter,
     )
     _add_config_args(p, "damsm_birds")
@@ -199,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--lr", type=float_in(0.0, low_open=True), help="encoder learning rate (TRAIN.ENCODER_LR)"
+    )
+    p.add_argument(
+        "--no-test-eval",
+        action="store_true",
+        help="skip the retrieval scores on the test split after every epoch (and so the "
+        "best encoders, text_encoder_best.pth / image_encoder_best.pth)",
     )
     p.set_defaults(func=_cmd_pretrain)
 
@@ -256,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm in the Ds (multi-GPU)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile G, the Ds and the image encoder (the first step compiles; its time "
+        "is printed)",
+    )
+    p.add_argument(
         "--legacy-mask",
         action="store_true",
         help="the original's misaligned attention mask (issue #93), for its checkpoints",
@@ -281,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", type=device_name, help="cpu, cuda or cuda:N")
     p.add_argument("--no-attention", action="store_true", help="skip the attention figures")
+    p.add_argument(
+        "--same-noise",
+        action="store_true",
+        help="the same z for every caption (seed --seed), so captions that differ in one word "
+        "show what that word changes; default: caption i gets seed --seed + i",
+    )
     p.add_argument("--legacy-mask", action="store_true", help="original checkpoints' mask bug")
     p.set_defaults(func=_cmd_generate)
 
@@ -296,8 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder")
     p.add_argument(
         "--size",
-        choices=["cpu", "gpu", "tiny"],
+        choices=["cpu", "gpu", "quick", "tiny"],
         help="sizes of the run (default: gpu when CUDA is available, else cpu)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="same as --size quick (about 2 minutes on 2 cores; pictures and scores)",
     )
     p.add_argument(
         "--tiny", action="store_true", help="same as --size tiny (seconds; a smoke test)"
@@ -317,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="measure speed: ops, a training iteration, original vs fused", add_help=False
     )
     sub.add_parser("serve", help="DrawingBot: web page and HTTP API (serve extra)", add_help=False)
+    sub.add_parser(
+        "experiment",
+        help="the talk's tables: lambda sweep, AttnGAN vs StackGAN-v2 vs GAN-INT-CLS",
+        add_help=False,
+    )
     sub.add_parser("env", help="versions, _C, GPUs: what a bug report needs", add_help=False)
     return parser
 
@@ -342,7 +383,15 @@ def _config(args: argparse.Namespace, **values: object):
     return override(cfg, **values)
 
 
+def _workers(args: argparse.Namespace, cfg) -> int:
+    """--workers, else the config's WORKERS."""
+    return args.workers if args.workers is not None else cfg.WORKERS
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
 
     cfg = _config(args, **{"TRAIN.BATCH_SIZE": args.batch_size, "TRAIN.ENCODER_LR": args.lr})
@@ -353,12 +402,22 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             image_encoder=args.image_encoder, inception_weights=args.inception_weights,
             small_ndf=args.small_ndf, small_size=args.small_size, device=args.device,
             precision=args.precision, seed=args.seed, max_epochs=args.epochs,
-            max_steps=args.steps, workers=args.workers, log_every=args.log_every,
+            max_steps=args.steps, workers=_workers(args, cfg), log_every=args.log_every,
             original_damsm_loop=args.original_damsm_loop, progress=not args.no_progress,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, test_eval=not args.no_test_eval,
         ),
     )  # fmt: skip
     print(f"encoders: {text} and {image}")
+    best = Path(args.out) / "best_encoders.json"
+    if best.is_file():
+        record = json.loads(best.read_text(encoding="utf-8"))
+        rp = record["r_precision"]
+        score = f"R-precision {rp:.1f} %" if rp is not None else "R@1 text->image"
+        score += "" if rp is not None else f" {record['r1_text_to_image']:.1f} %"
+        print(
+            f"best on the test split: epoch {record['epoch']} (step {record['step']}), {score}: "
+            f"{best.with_name('text_encoder_best.pth')}"
+        )
     return 0
 
 
@@ -381,8 +440,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             device=args.device, precision=args.precision, seed=args.seed,
             max_epochs=args.epochs, max_steps=args.steps, checkpoint_every=args.checkpoint_every,
             sample_every=args.sample_every, log_every=args.log_every,
-            sample_captions=args.sample_captions, workers=args.workers, resume=args.resume,
-            sync_bn=args.sync_bn, channels_last=args.channels_last,
+            sample_captions=args.sample_captions, workers=_workers(args, cfg), resume=args.resume,
+            sync_bn=args.sync_bn, channels_last=args.channels_last, compile=args.compile,
             original_damsm_loop=args.original_damsm_loop, legacy_mask=args.legacy_mask,
             ema_decay=args.ema_decay, progress=not args.no_progress, overwrite=args.overwrite,
         ),
@@ -397,14 +456,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from attngan_fast.data.captions import load_captions_pickle
     from attngan_fast.generate import generate
     from attngan_fast.runtime.generation import load_generation_models
-    from attngan_fast.runtime.run_dir import RunFiles, load_vocab
+    from attngan_fast.runtime.run_dir import RunFiles, load_vocab, run_legacy_mask
 
+    legacy_mask = args.legacy_mask
     if args.checkpoint:
         run = RunFiles(Path(args.checkpoint))
         netG = args.netG or run.netG
         text = args.text_encoder or run.text_encoder
         vocab_file = args.vocab or run.vocab
         vocab = load_vocab(vocab_file) if not args.captions_pickle else None
+        legacy_mask = legacy_mask or run_legacy_mask(run)
     else:
         if not (args.netG and args.text_encoder and (args.vocab or args.captions_pickle)):
             raise UsageError(
@@ -415,19 +476,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if vocab is None:
         vocab = load_captions_pickle(Path(args.captions_pickle)).vocab
     device = args.device or ("cuda" if _cuda() else "cpu")
-    models = load_generation_models(netG, text, vocab, device, legacy_mask=args.legacy_mask)
+    models = load_generation_models(netG, text, vocab, device, legacy_mask=legacy_mask)
     written = generate(
         models, args.captions, args.out, n_samples=args.samples, seed=args.seed,
-        attention=not args.no_attention,
+        attention=not args.no_attention, same_noise=args.same_noise,
     )  # fmt: skip
     print(f"{len(written)} images written under {args.out}")
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from attngan_fast.demo import demo_settings, run_demo, serve_command
+    from attngan_fast.demo import closing_message, demo_settings, run_demo
 
-    size = "tiny" if args.tiny else args.size
+    size = "tiny" if args.tiny else "quick" if args.quick else args.size
     outputs = run_demo(
         args.out, demo_settings(size), args.device, not args.no_progress, seed=args.seed
     )
@@ -441,25 +502,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"{100 * record['attribute_accuracy']:.1f} % (chance 10 %; the classifier scores "
             f"{100 * record['classifier_held_out_accuracy']:.1f} % on real test images)"
         )
-    print(f"pictures: {outputs['colours']} and {outputs['generated']}/; samples during "
-          f"training: {outputs['gan']}/samples/")  # fmt: skip
-    print('type captions in a web page (needs pip install "attngan-fast[serve]"):\n    '
-          + serve_command(outputs["gan"]))  # fmt: skip
+    if "r_precision" in outputs:
+        import json
+
+        record = json.loads(outputs["r_precision"].read_text())
+        print(
+            f"R-precision (true caption ranked first of 20 by the demo's DAMSM): "
+            f"{record['r_precision_mean']:.1f} % (chance 5 %)"
+        )
+    print(closing_message(outputs), end="")
     return 0
 
 
 def delegate(name: str, argv: Sequence[str]) -> int:
-    """Run ``DELEGATED[name].main(argv)``, or explain that the module is not there."""
+    """Run ``DELEGATED[name].main(argv)``.
+
+    Every delegated module ships with the package, so a missing one means a broken installation
+    (an AttnGanError saying so, exit status 1); a missing optional dependency inside it is that
+    module's own error to explain.
+    """
     module = DELEGATED[name]
     try:
         target = importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name is not None and module.startswith(exc.name):
-            print(
-                f"{PROG} {name}: not available yet in this installation ({module} is missing)",
-                file=sys.stderr,
-            )
-            return 2
+            raise AttnGanError(
+                f"this installation of attngan-fast is broken: {module} is missing; "
+                "reinstall it (pip install --force-reinstall attngan-fast)"
+            ) from None
         raise
     return int(target.main(list(argv)) or 0)
 

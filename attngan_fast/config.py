@@ -5,7 +5,10 @@ The fields keep the original names and nesting (``cfg.TRAIN.SMOOTH.GAMMA1``, ``c
 are. Defaults are those of the original ``miscc/config.py``; the presets ``birds``, ``coco``,
 ``damsm_birds`` and ``damsm_coco`` are those defaults overridden by the values of the original
 ``bird_attn2.yml``, ``coco_attn2.yml``, ``DAMSM/bird.yml`` and ``DAMSM/coco.yml`` (also shipped as
-``attngan_fast/configs/*.yml``).
+``attngan_fast/configs/*.yml``). The presets ``attngan2`` (= ``birds``), ``attngan1``,
+``stackgan2`` and ``gan-int-cls`` are the talk's model family on the birds values
+(``PRESET_HELP``). Keys beyond the original's: ``GAN.CONDITIONING`` and ``TRAIN.COEFF.*``.
+``check_supported`` refuses values of the original's keys that this package does not act on.
 
     cfg = preset("birds")                  # or load_config("my.yml"), load_config("coco_attn2")
     cfg.TRAIN.SMOOTH.LAMBDA                # 5.0
@@ -47,6 +50,23 @@ class SmoothConfig:
 
 
 @dataclass
+class CoeffConfig:
+    """Weights of G's loss terms besides the adversarial ones and DAMSM (not in the original
+    AttnGAN config; StackGAN-v2 keeps such weights under ``TRAIN.COEFF``).
+
+    KL: the conditioning augmentation's KL term (AttnGAN: 1; needs ``GAN.CONDITIONING: CA_NET``).
+    COLOR_LOSS: StackGAN-v2's colour consistency between consecutive stages' images,
+    COLOR_LOSS * (MSE of the pixel means + 5 MSE of the pixel covariances) (0: off).
+    INTERPOLATION: GAN-INT's term: G draws from interpolated sentence embeddings (beta = 0.5)
+    and is scored by the Ds' conditional heads on that text (0: off).
+    """
+
+    KL: float = 1.0
+    COLOR_LOSS: float = 0.0
+    INTERPOLATION: float = 0.0
+
+
+@dataclass
 class TrainConfig:
     BATCH_SIZE: int = 64
     MAX_EPOCH: int = 600
@@ -60,10 +80,21 @@ class TrainConfig:
     NET_G: str = ""
     B_NET_D: bool = True
     SMOOTH: SmoothConfig = field(default_factory=SmoothConfig)
+    COEFF: CoeffConfig = field(default_factory=CoeffConfig)
+
+
+CONDITIONINGS = ("CA_NET", "PROJECTION")
 
 
 @dataclass
 class GanConfig:
+    """The networks. B_ATTENTION: the stages after the first attend to the words (False: they
+    see only the previous stage's features). B_DCGAN: the original's G_DCGAN (one image, from
+    the last stage) with one D of that size. CONDITIONING (not in the original): ``CA_NET``
+    (AttnGAN, StackGAN: conditioning augmentation of the sentence; the Ds tile the sentence) or
+    ``PROJECTION`` (GAN-INT-CLS: the sentence projected to CONDITION_DIM with a leaky ReLU, in G
+    and in the Ds' conditional heads)."""
+
     DF_DIM: int = 64
     GF_DIM: int = 128
     Z_DIM: int = 100
@@ -71,6 +102,7 @@ class GanConfig:
     R_NUM: int = 2
     B_ATTENTION: bool = True
     B_DCGAN: bool = False
+    CONDITIONING: str = "CA_NET"
 
 
 @dataclass
@@ -184,12 +216,71 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+
+def _over(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the nested ``changes`` merged in (a new dict)."""
+    merged = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _over(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# The model family of the talk (Xu et al., CVPR 2018, and the systems it compares with), on the
+# birds values: the same data, encoders, widths and learning rates, so that a comparison changes
+# only what makes each system what it is.
+PRESETS["attngan2"] = copy.deepcopy(PRESETS["birds"])
+PRESETS["attngan1"] = _over(PRESETS["birds"], {"CONFIG_NAME": "attn1", "TREE": {"BRANCH_NUM": 2}})
+PRESETS["stackgan2"] = _over(
+    PRESETS["birds"],
+    {
+        "CONFIG_NAME": "stackgan2",
+        "GAN": {"B_ATTENTION": False},
+        "TRAIN": {"SMOOTH": {"LAMBDA": 0.0}, "COEFF": {"COLOR_LOSS": 1.0}},
+    },
+)
+PRESETS["gan-int-cls"] = _over(
+    PRESETS["birds"],
+    {
+        "CONFIG_NAME": "gan-int-cls",
+        "TREE": {"BRANCH_NUM": 1},
+        "GAN": {
+            "GF_DIM": 64, "DF_DIM": 64, "CONDITION_DIM": 128, "B_ATTENTION": False,
+            "B_DCGAN": True, "CONDITIONING": "PROJECTION",
+        },
+        "TRAIN": {
+            "BATCH_SIZE": 64, "SMOOTH": {"LAMBDA": 0.0},
+            "COEFF": {"KL": 0.0, "INTERPOLATION": 1.0},
+        },
+    },
+)  # fmt: skip
+
+# What each preset is, for --help and the README.
+PRESET_HELP = {
+    "birds": "AttnGAN on CUB birds (the original bird_attn2.yml); same as attngan2",
+    "coco": "AttnGAN on COCO (the original coco_attn2.yml)",
+    "damsm_birds": "DAMSM pretraining on CUB birds (the original DAMSM/bird.yml)",
+    "damsm_coco": "DAMSM pretraining on COCO (the original DAMSM/coco.yml)",
+    "attngan2": "AttnGAN2: 3 stages (64, 128, 256 px), 2 attention stages, DAMSM lambda 5",
+    "attngan1": "AttnGAN1: 2 stages (64, 128 px), 1 attention stage, DAMSM lambda 5",
+    "stackgan2": "StackGAN-v2: 3 stages, no word attention, no DAMSM (lambda 0), colour "
+    "consistency",
+    "gan-int-cls": "GAN-INT-CLS (Reed et al. 2016): one 64 px DCGAN-style stage, projected "
+    "text, matching-aware D, interpolation term",
+}
+
 # The shipped yml file of each preset (in ``attngan_fast/configs/``).
 PRESET_FILES = {
     "birds": "bird_attn2.yml",
     "coco": "coco_attn2.yml",
     "damsm_birds": "DAMSM_bird.yml",
     "damsm_coco": "DAMSM_coco.yml",
+    "attngan2": "bird_attn2.yml",
+    "attngan1": "bird_attn1.yml",
+    "stackgan2": "bird_stackgan2.yml",
+    "gan-int-cls": "bird_gan_int_cls.yml",
 }
 
 
@@ -209,6 +300,9 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "TRAIN.SNAPSHOT_INTERVAL": (1, None),
     "TRAIN.RNN_GRAD_CLIP": (0, None),
     "TRAIN.SMOOTH.LAMBDA": (0, None),
+    "TRAIN.COEFF.KL": (0, None),
+    "TRAIN.COEFF.COLOR_LOSS": (0, None),
+    "TRAIN.COEFF.INTERPOLATION": (0, None),
     "GAN.DF_DIM": (1, 1024),
     "GAN.GF_DIM": (1, 1024),
     "GAN.Z_DIM": (1, 4096),
@@ -247,6 +341,64 @@ def check_config(cfg: Config) -> Config:
             f"config key 'TEXT.EMBEDDING_DIM' must be even (the bidirectional LSTM gives half of "
             f"it per direction), got {cfg.TEXT.EMBEDDING_DIM}"
         )
+    _check_model_family(cfg)
+    return cfg
+
+
+def _check_model_family(cfg: Config) -> None:
+    """Raise ConfigError when the model and objective keys ask for something no model of the
+    family does (a term that would have nothing to act on), naming the key."""
+    gan, coeff = cfg.GAN, cfg.TRAIN.COEFF
+    if gan.CONDITIONING not in CONDITIONINGS:
+        raise ConfigError(
+            f"config key 'GAN.CONDITIONING' must be one of {', '.join(CONDITIONINGS)}, "
+            f"got {gan.CONDITIONING!r}"
+        )
+    if gan.CONDITIONING == "PROJECTION" and coeff.KL != 0:
+        raise ConfigError(
+            f"config key 'TRAIN.COEFF.KL' is {coeff.KL} but GAN.CONDITIONING PROJECTION has no "
+            "mu / logvar for a KL term: set TRAIN.COEFF.KL=0 (or GAN.CONDITIONING=CA_NET)"
+        )
+    images = 1 if gan.B_DCGAN else cfg.TREE.BRANCH_NUM
+    if coeff.COLOR_LOSS != 0 and images < 2:
+        raise ConfigError(
+            f"config key 'TRAIN.COEFF.COLOR_LOSS' is {coeff.COLOR_LOSS} but G draws one image "
+            "(TREE.BRANCH_NUM 1 or GAN.B_DCGAN): colour consistency compares consecutive "
+            "stages; set it to 0"
+        )
+    if coeff.INTERPOLATION != 0 and gan.B_ATTENTION and cfg.TREE.BRANCH_NUM > 1:
+        raise ConfigError(
+            f"config key 'TRAIN.COEFF.INTERPOLATION' is {coeff.INTERPOLATION} but G attends to "
+            "words, which an interpolated sentence embedding does not have: set "
+            "GAN.B_ATTENTION=False or TRAIN.COEFF.INTERPOLATION=0"
+        )
+
+
+# Keys of the original that steer something this package does another way, with the only value
+# it behaves as and what to use instead. ``check_supported`` refuses any other value.
+UNSUPPORTED: dict[str, tuple[Any, str]] = {
+    "GPU_ID": (0, "choose the GPU with --device cuda:N (or CUDA_VISIBLE_DEVICES)"),
+    "CUDA": (True, "choose the device with --device cpu"),
+    "B_VALIDATION": (False, "evaluate with `attngan-fast eval`"),
+    "TRAIN.FLAG": (True, "the original's sampling mode: use `attngan-fast generate` or `eval`"),
+    "TRAIN.NET_G": ("", "continue a run with `attngan-fast train --resume`"),
+    "TRAIN.B_NET_D": (
+        True,
+        "the original loads the Ds beside TRAIN.NET_G; `attngan-fast train --resume` continues "
+        "a run with the Ds of its checkpoint",
+    ),
+}
+
+
+def check_supported(cfg: Config) -> Config:
+    """Return ``cfg`` if this package acts on every value it holds, else raise ConfigError
+    naming the first key (see ``UNSUPPORTED``). Training commands call it before they start."""
+    for key, (value, instead) in UNSUPPORTED.items():
+        if _get(cfg, key) != value:
+            raise ConfigError(
+                f"config key {key!r} is {_get(cfg, key)!r}, which attngan-fast does not act on "
+                f"(only {value!r}): {instead}"
+            )
     return cfg
 
 
@@ -289,7 +441,7 @@ def config_from_dict(values: dict[str, Any], base: Config | None = None) -> Conf
 
 
 def preset(name: str) -> Config:
-    """The original configuration ``birds``, ``coco``, ``damsm_birds`` or ``damsm_coco``."""
+    """The configuration ``name`` of ``PRESETS`` (``PRESET_HELP`` says what each is)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return config_from_dict(PRESETS[name])

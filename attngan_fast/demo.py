@@ -9,7 +9,8 @@ Everything is made locally (no download). Under ``<out>`` (default ``runs/demo``
     generated/       every stage's image and the word-attention figure of a few captions
 
 Sizes are chosen for the machine: ``cpu`` (a 2-core CPU, about 13 minutes), ``gpu`` (larger: more
-images, a wider network, longer training) and ``tiny`` (seconds, for tests). Running the demo
+images, a wider network, longer training), ``quick`` (about 2 minutes on 2 cores: a smoke run
+that still writes pictures and scores) and ``tiny`` (seconds, for tests). Running the demo
 again in the same ``<out>`` keeps ``data/`` and replaces the files of ``damsm/`` and ``gan/``.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from attngan_fast.config import config_from_dict, preset
-from attngan_fast.data.synth_birds import make_synth_birds
+from attngan_fast.data.synth_birds import VARIETIES, make_synth_birds
 from attngan_fast.runtime.run_dir import load_vocab
 from attngan_fast.train.gan_trainer import GanTrainOptions, train_gan
 from attngan_fast.train.pretrain_damsm import PretrainOptions, pretrain_damsm
@@ -52,6 +53,7 @@ class DemoSettings:
 
     n_train: int = 2000
     n_test: int = 200
+    variety: str = "full"  # SynthBirds variety: "full" or "simple" (data.synth_birds.VARIETIES)
     image_size: int = 128
     embedding_dim: int = 64
     damsm_steps: int = 300
@@ -69,7 +71,10 @@ class DemoSettings:
     lambda_: float = 5.0
     ema_decay: float = 0.99
     sample_every: int = 250
+    # fp32 on the CPU: at these widths (ngf 8) oneDNN's bf16 convolutions on small maps are
+    # slower than fp32 even with AMX (benchmarks/NOTES.md, "CPU path"); bf16 on the GPU.
     precision: str = "fp32"
+    channels_last: bool = True
     classifier_epochs: int = 6
     eval_captions_per_image: int = 2
 
@@ -94,6 +99,21 @@ SETTINGS = {
         sample_every=1000,
         precision="bf16",
     ),  # fmt: skip
+    "quick": DemoSettings(
+        n_train=400,
+        n_test=100,
+        variety="simple",
+        image_size=64,
+        embedding_dim=32,
+        damsm_steps=60,
+        damsm_batch=32,
+        small_ndf=8,
+        gan_steps=80,
+        gan_batch=16,
+        sample_every=40,
+        classifier_epochs=2,
+        eval_captions_per_image=1,
+    ),  # fmt: skip
     "tiny": DemoSettings(
         n_train=48,
         n_test=8,
@@ -115,7 +135,8 @@ SETTINGS = {
 
 
 def demo_settings(kind: str | None = None) -> DemoSettings:
-    """The settings for ``kind`` (``cpu``, ``gpu``, ``tiny``); None picks gpu when CUDA is there."""
+    """The settings for ``kind`` (``cpu``, ``gpu``, ``quick``, ``tiny``); None picks gpu when CUDA
+    is there, else cpu."""
     if kind is None:
         kind = "gpu" if torch.cuda.is_available() else "cpu"
     if kind not in SETTINGS:
@@ -139,8 +160,9 @@ def run_demo(
     data = out / "data"
     if not (data / "attributes.json").is_file():
         make_synth_birds(
-            data, s.n_train, s.n_test, seed=seed, image_size=s.image_size, overwrite=True
-        )
+            data, s.n_train, s.n_test, seed=seed, image_size=s.image_size,
+            variety=VARIETIES[s.variety], overwrite=True,
+        )  # fmt: skip
     timings["data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -186,7 +208,7 @@ def run_demo(
             precision=s.precision, seed=seed, max_steps=s.gan_steps,
             checkpoint_every=max(s.sample_every, 100), sample_every=s.sample_every,
             sample_captions=list(SAMPLE_CAPTIONS), ema_decay=s.ema_decay, progress=progress,
-            overwrite=True,
+            channels_last=s.channels_last, overwrite=True,
         ),
     )  # fmt: skip
     timings["gan"] = time.perf_counter() - t0
@@ -198,6 +220,7 @@ def run_demo(
     if s.classifier_epochs > 0:
         t0 = time.perf_counter()
         outputs["attribute_accuracy"] = evaluate_colours(files.root, data, out, s, device)
+        outputs["r_precision"] = evaluate_r_precision(files.root, out, device)
         timings["eval"] = time.perf_counter() - t0
     total = sum(timings.values())
     lines = [f"{k:>9}: {v:7.1f} s" for k, v in timings.items()] + [f"{'total':>9}: {total:7.1f} s"]
@@ -257,6 +280,26 @@ def evaluate_colours(
     return path
 
 
+def evaluate_r_precision(run_dir: Path, out: Path, device: str | None = None) -> Path:
+    """``attngan-fast eval r-precision`` of the demo's run with its own DAMSM encoders: 200 test
+    images, each ranking its caption among 20 (19 of other classes), 2 folds
+    (``r_precision.json``)."""
+    import contextlib
+    import io
+
+    from attngan_fast.eval.cli import main as eval_main
+
+    path = out / "r_precision.json"
+    argv = ["r-precision", "--checkpoint", str(run_dir), "--n-images", "200", "--candidates",
+            "20", "--folds", "2", "--json", str(path)]  # fmt: skip
+    if device is not None:
+        argv += ["--device", device]
+    with contextlib.redirect_stdout(io.StringIO()):
+        if eval_main(argv) != 0:
+            raise RuntimeError(f"R-precision of {run_dir} failed (see the message above)")
+    return path
+
+
 def write_pictures(
     run_dir: str | Path, out: str | Path, device: str | None = None, seed: int = 0
 ) -> dict[str, Path]:
@@ -287,6 +330,35 @@ def write_pictures(
 def serve_command(run_dir: str | Path) -> str:
     """The command that serves the demo's generator in DrawingBot (page and HTTP API)."""
     return f"attngan-fast serve {shlex.quote(str(run_dir))}"
+
+
+def closing_message(outputs: dict[str, Path]) -> str:
+    """What the demo wrote and the commands to try next (the end of ``attngan-fast demo``)."""
+    gan = shlex.quote(str(outputs["gan"]))
+    rows = [
+        (outputs["colours"], "one row per caption, one colour word changed per row"),
+        (outputs["generated"], "every stage's image and the word-attention figure of 4 captions"),
+        (Path(outputs["gan"]) / "samples", "sample grids written during training"),
+        (Path(outputs["gan"]) / "Model" / "netG.pth", "the generator (its EMA weights)"),
+        (outputs["damsm"], "the DAMSM text and image encoders"),
+        (outputs["timings"], "the time each phase took"),
+    ]
+    if "attribute_accuracy" in outputs:
+        rows.append((outputs["attribute_accuracy"], "the attribute accuracy and its details"))
+    if "r_precision" in outputs:
+        rows.append((outputs["r_precision"], "R-precision (20 candidates) with the demo's DAMSM"))
+    width = max(len(str(path)) for path, _ in rows)
+    lines = ["The demo wrote:"] + [f"  {str(path):<{width}}  {what}" for path, what in rows]
+    lines += [
+        "Next, try:",
+        f'  attngan-fast generate --checkpoint {gan} "this bird has a green body and red wings"',
+        f"  attngan-fast eval r-precision --checkpoint {gan} --n-images 200 --candidates 20 "
+        "--folds 2",
+        f"  attngan-fast eval attributes --checkpoint {gan}",
+        '  type captions in a web page (needs pip install "attngan-fast[serve]"):',
+        f"  {serve_command(outputs['gan'])}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def scaled(settings: DemoSettings, **changes: object) -> DemoSettings:

@@ -12,7 +12,8 @@ images come from ``attngan_fast.runtime.generation``, shared with ``eval`` and `
 Output, per caption ``i`` and sample ``k``: ``{i:03d}_{slug}/sample{k}_stage{s}_{size}px.png`` for
 each stage s, and ``{i:03d}_{slug}/sample{k}_attention.png`` (one row per stage with attention:
 the stage's image, then each word's attention map over it). Results depend only on the seed, the
-caption's position and the sample index.
+caption's position and the sample index (with ``same_noise``, not on the position: every caption
+gets the same z).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 
 from attngan_fast.runtime.generation import (
     GenerationModels,
+    attention_images,
     encode_prompts,
     load_generation_models,
     sample_images,
@@ -44,9 +46,13 @@ def generate(
     n_samples: int = 1,
     seed: int = 0,
     attention: bool = True,
+    same_noise: bool = False,
 ) -> list[Path]:
     """Write every stage's image (and the attention figure) of ``n_samples`` samples per caption
-    under ``out_dir``; return the written paths. See the module docstring for the file names."""
+    under ``out_dir``; return the written paths. See the module docstring for the file names.
+
+    ``same_noise``: every caption gets the noise of ``seed`` (z and CA_NET's noise), so captions
+    that differ in one word show what that word does; otherwise caption i gets ``seed + i``."""
     models.netG.eval()
     models.text_encoder.eval()
     prompts = encode_prompts(models.vocab, captions)
@@ -54,13 +60,16 @@ def generate(
     written = []
     for i, prompt in enumerate(prompts):
         folder = out_dir / f"{i:03d}_{_slug(prompt.text)}"
-        images, att_maps = sample_images(models, prompt.ids, n_samples, seed + i)
+        images, att_maps = sample_images(
+            models, prompt.ids, n_samples, seed if same_noise else seed + i
+        )
+        stage_numbers = [i + 1 for i in models.netG.spec.image_stages]
         for k in range(n_samples):
-            for s, stage in enumerate(images, 1):
+            for s, stage in zip(stage_numbers, images):
                 size = stage.shape[-1]
                 written.append(save_image(stage[k], folder / f"sample{k}_stage{s}_{size}px.png"))
             if attention and att_maps:
-                rows = images[1 : 1 + len(att_maps)]
+                rows = attention_images(models.netG, images)
                 written.append(
                     save_attention_figure(
                         folder / f"sample{k}_attention.png",
@@ -88,10 +97,11 @@ def generate_from_checkpoint(
     text_encoder: str | Path | None = None,
     vocab: str | Path | None = None,
     attention: bool = True,
+    same_noise: bool = False,
 ) -> list[Path]:
     """``generate`` with the models found by ``resolve_generation_files`` (the CLI's command)."""
     files = resolve_generation_files(checkpoint, text_encoder, vocab)
     models = load_generation_models(
         files.netG, files.text_encoder, load_vocabulary(files.vocab), device, files.legacy_mask
     )
-    return generate(models, captions, out_dir, n_samples, seed, attention)
+    return generate(models, captions, out_dir, n_samples, seed, attention, same_noise)

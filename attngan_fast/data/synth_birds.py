@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -281,8 +282,43 @@ def _species(seed: int, n_species: int, test_species: float) -> dict[str, list[t
     return {"train": triples[n_test:], "test": triples[:n_test] or triples[n_test:]}
 
 
-def sample_attributes(species: Sequence[tuple[str, ...]], rng: random.Random) -> dict[str, str]:
-    """Attributes of one bird of a random species of ``species`` (body, wing, crown triples)."""
+@dataclass(frozen=True)
+class Variety:
+    """What varies between birds besides their colours: each field lists the values drawn from.
+
+    The default is the full variety; :data:`SIMPLE` (one large perched bird facing right on a
+    plain background) is what a short training run can learn.
+    """
+
+    sizes: tuple[str, ...] = SIZES
+    poses: tuple[str, ...] = POSES
+    facings: tuple[str, ...] = FACINGS
+    backgrounds: tuple[str, ...] = BACKGROUNDS
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("sizes", SIZES), ("poses", POSES), ("facings", FACINGS),
+                              ("backgrounds", BACKGROUNDS)):  # fmt: skip
+            values = getattr(self, name)
+            if not values or any(v not in allowed for v in values):
+                raise UsageError(
+                    f"SynthBirds {name} must be a non-empty subset of {', '.join(allowed)}, "
+                    f"got {', '.join(values) or 'nothing'}"
+                )
+
+
+FULL = Variety()
+SIMPLE = Variety(sizes=("large",), poses=("perched",), facings=("right",), backgrounds=("plain",))
+VARIETIES = {"full": FULL, "simple": SIMPLE}
+
+
+def sample_attributes(
+    species: Sequence[tuple[str, ...]], rng: random.Random, variety: Variety = FULL
+) -> dict[str, str]:
+    """Attributes of one bird of a random species of ``species`` (body, wing, crown triples).
+
+    Every attribute is drawn (even from a single value), so a variety changes the values only,
+    never the random stream of the colours.
+    """
     body, wing, crown = rng.choice(species)
     return {
         "crown": crown,
@@ -292,10 +328,10 @@ def sample_attributes(species: Sequence[tuple[str, ...]], rng: random.Random) ->
         "tail": wing if rng.random() < 0.5 else rng.choice(PALETTE),
         "beak": rng.choice(BEAK_COLOURS),
         "beak_length": rng.choice(BEAK_LENGTHS),
-        "size": rng.choice(SIZES),
-        "pose": rng.choice(POSES),
-        "facing": rng.choice(FACINGS),
-        "background": rng.choice(BACKGROUNDS),
+        "size": rng.choice(variety.sizes),
+        "pose": rng.choice(variety.poses),
+        "facing": rng.choice(variety.facings),
+        "background": rng.choice(variety.backgrounds),
     }
 
 
@@ -312,6 +348,7 @@ def make_synth_birds(
     *,
     n_species: int = 200,
     test_species: float = 0.25,
+    variety: Variety = FULL,
     jpeg_quality: int = 90,
     overwrite: bool = False,
 ) -> Path:
@@ -325,6 +362,7 @@ def make_synth_birds(
         n_species: number of (body, wing, crown) classes used.
         test_species: fraction of the species kept for the test split (disjoint from train, as in
             CUB); 0 shares the train species.
+        variety: sizes, poses, facings and backgrounds drawn from (default: all of them).
         jpeg_quality: JPEG quality of the images.
         overwrite: replace a SynthBirds made earlier in ``root``: only the files its manifest
             lists are deleted.
@@ -348,7 +386,7 @@ def make_synth_birds(
     _clear_previous(root, overwrite)
     species = _species(seed, n_species, test_species)
     keys = {
-        split: [_key(sample_attributes(species[split], _rng(seed, split, i)), split, i)
+        split: [_key(sample_attributes(species[split], _rng(seed, split, i), variety), split, i)
                 for i in range(count)]
         for split, count in (("train", n_train), ("test", n_test))
     }  # fmt: skip
@@ -359,7 +397,7 @@ def make_synth_birds(
         classes = []
         for i, key in enumerate(split_keys):
             rng = _rng(seed, split, i)  # the same stream as for the key: attributes, then drawing
-            attrs = sample_attributes(species[split], rng)
+            attrs = sample_attributes(species[split], rng, variety)
             img, bbox = draw_bird(attrs, image_size, rng)
             captions, mentions = make_captions(attrs, rng)
             cid = class_id(attrs["body"], attrs["wing"], attrs["crown"])

@@ -357,5 +357,6 @@ def evaluate_synth_birds(
             RuntimeWarning,
             stacklevel=2,
         )
-    score = attribute_accuracy(clf, generate_fn, load_caption_targets(root, split, per_image))
+    targets = load_caption_targets(root, split, per_image)
+    score = attribute_accuracy(clf, generate_fn, targets, batch_size)
     return SynthBirdsEvaluation(score, report)

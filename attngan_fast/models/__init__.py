@@ -1,6 +1,7 @@
 """The AttnGAN networks with the original module names (checkpoints of the original code load).
 
-Generator ``G_NET`` (fused-op forward), discriminators ``D_NET64/128/256`` (logits), DAMSM text
+Generators ``G_NET`` and ``G_DCGAN`` (fused-op forward; ``GeneratorSpec`` says which member
+of the family), discriminators ``D_NET64/128/256`` (logits), DAMSM text
 encoder ``RNN_ENCODER`` and image encoders ``CNN_ENCODER`` (Inception-v3) and
 ``SmallImageEncoder``, plus ``Inception3`` for FID / Inception score and the original weight
 init. They are built from a ``Config`` or a state dict in ``attngan_fast.runtime.networks``.
@@ -19,10 +20,13 @@ from attngan_fast.models.discriminator import (
 )
 from attngan_fast.models.generator import (
     CA_NET,
+    G_DCGAN,
     G_NET,
     GET_IMAGE_G,
     INIT_STAGE_G,
     NEXT_STAGE_G,
+    TEXT_PROJ,
+    GeneratorSpec,
     ResBlock,
     upBlock,
 )
@@ -39,8 +43,10 @@ __all__ = [
     "D_NET128",
     "D_NET256",
     "D_NETS",
+    "G_DCGAN",
     "G_NET",
     "GET_IMAGE_G",
+    "GeneratorSpec",
     "INIT_STAGE_G",
     "NEXT_STAGE_G",
     "RNN_ENCODER",
@@ -50,6 +56,7 @@ __all__ = [
     "InceptionTrunk",
     "ResBlock",
     "SmallImageEncoder",
+    "TEXT_PROJ",
     "downBlock",
     "encode_image_by_16times",
     "init_weights",

@@ -169,7 +169,7 @@ def _refusal(path: Path, exc: pickle.UnpicklingError) -> str | None:
 # Keys that tell which of this project's files a state dict is, for "is it the right file?" errors.
 _KINDS = (
     ("format", "an attngan-fast training checkpoint (checkpoint.pt)"),
-    ("ca_net.fc.weight", "an AttnGAN generator (netG*.pth)"),
+    ("h_net1.fc.0.weight", "an AttnGAN generator (netG*.pth)"),
     ("encoder.weight", "a DAMSM text encoder (text_encoder*.pth)"),
     ("emb_features.weight", "a DAMSM image encoder (image_encoder*.pth)"),
     ("img_code_s16.0.weight", "an AttnGAN discriminator (netD*.pth)"),

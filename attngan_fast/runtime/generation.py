@@ -8,7 +8,8 @@ and the training samples share.
 Captions are tokenised as in training; words the vocabulary does not know are left out and
 listed (``UnknownWordsWarning`` from ``encode_prompts``; a caption with no known word raises
 ValueError). ``run_generator`` draws z and CA_NET's noise from ``seed`` alone, so the same seed
-gives the same images wherever they are made.
+gives the same images on the same kind of device (CUDA's generator draws other numbers than the
+CPU's from one seed; with the same noise, both compute the same images).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class GenerationModels:
     @property
     def z_dim(self) -> int:
         """Size of G's noise vector z."""
-        return self.netG.h_net1.in_dim - self.netG.ca_net.c_dim
+        return self.netG.z_dim
 
     def to(self, device: str | torch.device) -> GenerationModels:
         self.netG.to(device)
@@ -106,6 +107,15 @@ def embed_captions(
     words_embs, sent_emb = text_encoder(captions, cap_lens)
     mask = (captions == 0)[:, : words_embs.shape[2]]
     return words_embs.detach(), sent_emb.detach(), mask
+
+
+def attention_images(netG: G_NET, images: Sequence[Tensor]) -> list[Tensor]:
+    """The image to show each attention map over (one per map, as ``netG`` returns them): the
+    image its stage draws, or for G_DCGAN (one image) that image."""
+    stages = netG.spec.image_stages
+    return [
+        images[stages.index(s)] if s in stages else images[-1] for s in netG.spec.attention_stages
+    ]
 
 
 @torch.no_grad()

@@ -1,14 +1,15 @@
 """Every AttnGAN network is built here: from a ``Config``, from an ``EncoderSpec``, or from the
 shapes of a state dict (so the original code's files load without a config).
 
-- From a config (the original's ``cfg``-driven constructors): ``build_generator``,
-  ``build_discriminators``, ``EncoderSpec.from_config``.
+- From a config (the original's ``cfg``-driven constructors): ``generator_spec`` (which member
+  of the model family: AttnGAN, StackGAN-v2's tree, GAN-INT-CLS, G_DCGAN), ``build_generator``,
+  ``build_discriminators``, ``training_objective`` (the loss terms), ``EncoderSpec.from_config``.
 - The DAMSM encoder pair from its ``EncoderSpec``: ``build_text_encoder``, ``build_image_encoder``.
   Saved as the original saves them, ``text_encoder{epoch}.pth`` and ``image_encoder{epoch}.pth``
   (plain state dicts: the released ``text_encoder200.pth`` / ``image_encoder200.pth`` load), with
   ``encoders.json`` beside them recording what the state dicts cannot say (which image encoder,
   the small encoder's input size): ``save_encoders`` / ``load_encoders``.
-- From a state dict alone: ``generator_kwargs`` / ``build_generator_from_state``,
+- From a state dict alone: ``generator_spec_from_state`` / ``build_generator_from_state``,
   ``text_encoder_kwargs`` / ``build_text_encoder_from_state``, ``encoder_spec_from_state``; from a
   file: ``load_generator``, ``load_text_encoder``, ``load_image_encoder``.
 
@@ -29,11 +30,14 @@ from torch import Tensor, nn
 from attngan_fast.config import Config
 from attngan_fast.data._io import read_json
 from attngan_fast.errors import FileFormatError
+from attngan_fast.losses import Objective
 from attngan_fast.models import (
     CNN_ENCODER,
     D_NETS,
+    G_DCGAN,
     G_NET,
     RNN_ENCODER,
+    GeneratorSpec,
     SmallImageEncoder,
     init_weights,
 )
@@ -51,25 +55,71 @@ Net = TypeVar("Net", bound=nn.Module)
 # --- from a config ---------------------------------------------------------------------------
 
 
-def build_generator(cfg: Config, legacy_mask: bool = False, init: bool = True) -> G_NET:
-    """G_NET with GAN.GF_DIM, TEXT.EMBEDDING_DIM, GAN.CONDITION_DIM, GAN.Z_DIM, GAN.R_NUM and
-    TREE.BRANCH_NUM stages; ``init`` applies the original's orthogonal ``weights_init``."""
-    net = G_NET(
+def generator_spec(cfg: Config) -> GeneratorSpec:
+    """The generator a config describes: GAN.GF_DIM, TEXT.EMBEDDING_DIM, GAN.CONDITION_DIM,
+    GAN.Z_DIM, GAN.R_NUM, TREE.BRANCH_NUM stages, every later stage attending to the words when
+    GAN.B_ATTENTION, GAN.CONDITIONING, and one image head only (G_DCGAN) when GAN.B_DCGAN."""
+    return GeneratorSpec(
         ngf=cfg.GAN.GF_DIM,
         nef=cfg.TEXT.EMBEDDING_DIM,
         ncf=cfg.GAN.CONDITION_DIM,
         z_dim=cfg.GAN.Z_DIM,
         r_num=cfg.GAN.R_NUM,
         branch_num=cfg.TREE.BRANCH_NUM,
+        attention=(cfg.GAN.B_ATTENTION,) * (cfg.TREE.BRANCH_NUM - 1),
+        conditioning=cfg.GAN.CONDITIONING,
+        single_image=cfg.GAN.B_DCGAN,
+    )
+
+
+def training_objective(cfg: Config) -> Objective:
+    """The loss terms a config asks for: TRAIN.SMOOTH (DAMSM's LAMBDA and GAMMA1-3) and
+    TRAIN.COEFF (KL, COLOR_LOSS, INTERPOLATION)."""
+    smooth, coeff = cfg.TRAIN.SMOOTH, cfg.TRAIN.COEFF
+    return Objective(
+        lambda_damsm=smooth.LAMBDA,
+        gamma1=smooth.GAMMA1,
+        gamma2=smooth.GAMMA2,
+        gamma3=smooth.GAMMA3,
+        kl=coeff.KL,
+        colour=coeff.COLOR_LOSS,
+        interpolation=coeff.INTERPOLATION,
+    )
+
+
+def build_generator(
+    source: Config | GeneratorSpec, legacy_mask: bool = False, init: bool = True
+) -> G_NET:
+    """The generator of a config (``generator_spec``) or a spec: G_NET, or G_DCGAN for a single
+    image head; ``init`` applies the original's orthogonal ``weights_init``."""
+    spec = generator_spec(source) if isinstance(source, Config) else source
+    net_class = G_DCGAN if spec.single_image else G_NET
+    net = net_class(
+        ngf=spec.ngf,
+        nef=spec.nef,
+        ncf=spec.ncf,
+        z_dim=spec.z_dim,
+        r_num=spec.r_num,
+        branch_num=spec.branch_num,
         legacy_mask=legacy_mask,
+        attention=spec.attention,
+        conditioning=spec.conditioning,
     )
     return init_weights(net) if init else net
 
 
 def build_discriminators(cfg: Config, init: bool = True) -> nn.ModuleList:
-    """One D per stage (D_NET64, D_NET128, D_NET256 up to TREE.BRANCH_NUM) with GAN.DF_DIM."""
+    """One D per image G draws (D_NET64, D_NET128, D_NET256 of the stages up to
+    TREE.BRANCH_NUM; with GAN.B_DCGAN only the last one, without the unconditional head, as the
+    original), GAN.DF_DIM wide; with GAN.CONDITIONING PROJECTION the conditional heads project
+    the sentence to GAN.CONDITION_DIM (GAN-INT-CLS)."""
+    spec = generator_spec(cfg)
+    text_dim = cfg.GAN.CONDITION_DIM if spec.conditioning == "PROJECTION" else 0
     nets = nn.ModuleList(
-        d_net(cfg.GAN.DF_DIM, cfg.TEXT.EMBEDDING_DIM) for d_net in D_NETS[: cfg.TREE.BRANCH_NUM]
+        D_NETS[stage](
+            cfg.GAN.DF_DIM, cfg.TEXT.EMBEDDING_DIM, b_jcu=not spec.single_image, text_dim=text_dim
+        )
+        for stage in spec.image_stages
     )
     return init_weights(nets) if init else nets
 
@@ -163,6 +213,12 @@ def load_encoders(
     return text, image, spec
 
 
+def encoder_spec_beside(text_path: str | Path) -> EncoderSpec | None:
+    """The EncoderSpec of the ``encoders.json`` beside a text encoder file, None without one."""
+    meta = Path(text_path).parent / META_FILE
+    return _read_spec(meta) if meta.is_file() else None
+
+
 def load_image_encoder(
     path: str | Path,
     spec: EncoderSpec | None = None,
@@ -234,39 +290,59 @@ def strip_prefix(state: Mapping[str, Tensor], prefix: str = "module.") -> dict[s
     return dict(state)
 
 
-def generator_kwargs(state: Mapping[str, Tensor]) -> dict[str, int]:
-    """G_NET's arguments (ngf, nef, ncf, z_dim, r_num, branch_num) read from its state dict."""
+def generator_spec_from_state(state: Mapping[str, Tensor]) -> GeneratorSpec:
+    """The GeneratorSpec of a generator's state dict: G_NET or G_DCGAN (``img_net``), CA_NET or
+    TEXT_PROJ, stages, which of them attend, widths and residual blocks."""
     try:
-        ca = state["ca_net.fc.weight"]  # 4 ncf x nef
         fc = state["h_net1.fc.0.weight"]  # 32 * 16 ngf x (ncf + z_dim)
-        ngf = state["img_net1.img.0.weight"].shape[1]
     except KeyError as exc:
         raise KeyError(f"not an AttnGAN generator state dict: no {exc} key") from None
-    branch_num = 1 + sum(f"img_net{i}.img.0.weight" in state for i in (2, 3))
+    conditioning = "PROJECTION" if "text_proj.fc.weight" in state else "CA_NET"
+    try:  # CA_NET: Linear(nef, 4 ncf); TEXT_PROJ: Linear(nef, ncf)
+        cond = state["ca_net.fc.weight" if conditioning == "CA_NET" else "text_proj.fc.weight"]
+    except KeyError as exc:
+        raise KeyError(f"not an AttnGAN generator state dict: no {exc} key") from None
+    ncf = cond.shape[0] // 4 if conditioning == "CA_NET" else cond.shape[0]
+    single_image = "img_net.img.0.weight" in state
+    head = "img_net.img.0.weight" if single_image else "img_net1.img.0.weight"
+    if head not in state:
+        raise KeyError(f"not an AttnGAN generator state dict: no {head!r} key")
+    branch_num = 1 + sum(any(k.startswith(f"h_net{i}.") for k in state) for i in (2, 3))
+    attention = tuple(f"h_net{i}.att.conv_context.weight" in state for i in (2, 3))
     residual = {k.split(".")[2] for k in state if k.startswith("h_net2.residual.")}
-    ncf = ca.shape[0] // 4
-    return {
-        "ngf": ngf,
-        "nef": ca.shape[1],
-        "ncf": ncf,
-        "z_dim": fc.shape[1] - ncf,
-        "r_num": len(residual) if branch_num > 1 else 2,
-        "branch_num": branch_num,
-    }
+    return GeneratorSpec(
+        ngf=state[head].shape[1],
+        nef=cond.shape[1],
+        ncf=ncf,
+        z_dim=fc.shape[1] - ncf,
+        r_num=len(residual) if branch_num > 1 else 2,
+        branch_num=branch_num,
+        attention=attention[: branch_num - 1],
+        conditioning=conditioning,
+        single_image=single_image,
+    )
+
+
+def generator_kwargs(state: Mapping[str, Tensor]) -> dict[str, int]:
+    """G_NET's size arguments (ngf, nef, ncf, z_dim, r_num, branch_num) read from its state
+    dict (``generator_spec_from_state`` gives the whole spec)."""
+    spec = generator_spec_from_state(state)
+    names = ("ngf", "nef", "ncf", "z_dim", "r_num", "branch_num")
+    return {name: getattr(spec, name) for name in names}
 
 
 def build_generator_from_state(state: Mapping[str, Tensor], legacy_mask: bool = False) -> G_NET:
-    """A G_NET shaped like ``state`` with its weights, in eval mode.
+    """A generator (G_NET or G_DCGAN) shaped like ``state`` with its weights, in eval mode.
 
     BatchNorm ``num_batches_tracked`` buffers may be missing (state dicts saved by PyTorch < 0.4).
     """
     state = strip_prefix(state)
-    netG = G_NET(**generator_kwargs(state), legacy_mask=legacy_mask)
+    netG = build_generator(generator_spec_from_state(state), legacy_mask, init=False)
     result = netG.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
         raise KeyError(
-            f"generator state dict does not match G_NET: missing {missing[:5]}, "
+            f"generator state dict does not match {type(netG).__name__}: missing {missing[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
     return netG.eval()

@@ -101,7 +101,7 @@ class RunFiles:
 def damsm_outputs(root: str | Path) -> list[Path]:
     """The files of a DAMSM pretraining folder (``pretrain_damsm``'s ``out_dir``) that exist."""
     root = Path(root)
-    names = ("encoders.json", VOCAB_FILE, "metrics.jsonl")
+    names = ("encoders.json", VOCAB_FILE, "metrics.jsonl", "best_encoders.json")
     found = [root / n for n in names if (root / n).is_file()]
     for pattern in ("text_encoder*.pth", "image_encoder*.pth", ".*_encoder*.pth.*.tmp"):
         found += sorted(p for p in root.glob(pattern) if p.is_file())
@@ -242,12 +242,16 @@ def resolve_generation_files(
             f"no vocabulary found beside {netG}: pass --vocab vocab.json (written by training) "
             "or the dataset's captions.pickle"
         )
-    legacy = False
-    run_json = model_dir.parent / "run.json"
-    if run_json.is_file():
-        info = read_json(run_json, "run.json (written by training) records the run's options")
-        legacy = bool(info.get("legacy_mask", False)) if isinstance(info, dict) else False
-    return GenerationFiles(netG, text, voc, legacy)
+    return GenerationFiles(netG, text, voc, run_legacy_mask(RunFiles(model_dir.parent)))
+
+
+def run_legacy_mask(run: RunFiles) -> bool:
+    """Whether the run was trained with the original's attention mask (``legacy_mask`` in its
+    run.json; False without a run.json)."""
+    if not run.run_json.is_file():
+        return False
+    info = read_json(run.run_json, "run.json (written by training) records the run's options")
+    return bool(info.get("legacy_mask", False)) if isinstance(info, dict) else False
 
 
 def load_vocabulary(path: str | Path) -> Vocabulary:

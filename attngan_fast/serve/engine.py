@@ -146,19 +146,27 @@ class DrawingEngine:
     # --- description --------------------------------------------------------------------------
 
     def stage_sizes(self) -> list[int]:
-        """Image side of each stage (64, 128, 256 for a 3-stage G)."""
-        return [64 * 2**i for i in range(self.models.netG.branch_num)]
+        """Image side of each image G draws (64, 128, 256 for a 3-stage G; one for G_DCGAN)."""
+        return list(self.models.netG.image_sizes)
+
+    def attention_stages(self) -> list[int]:
+        """For each attention map G returns, the (1-based) stage of the image it is shown over."""
+        spec = self.models.netG.spec
+        stages = spec.image_stages
+        return [
+            (stages.index(s) if s in stages else len(stages) - 1) + 1 for s in spec.attention_stages
+        ]
 
     def info(self) -> dict[str, Any]:
         """What ``GET /api/health`` reports: the model, the device, the ops' backend, the limits."""
         from attngan_fast.ops import resolve_backend
 
-        netG, device = self.models.netG, self.models.device
+        device = self.models.device
         return {
             "model": {
                 "name": self.name,
                 "stages": self.stage_sizes(),
-                "attention_stages": list(range(2, netG.branch_num + 1)),
+                "attention_stages": self.attention_stages(),
                 "vocabulary_size": len(self.models.vocab),
                 "z_dim": self.models.z_dim,
             },
@@ -270,7 +278,7 @@ class DrawingEngine:
                         [png_base64(m) for m in attention_pixels(att[k, :words])] for k in range(n)
                     ],
                 }
-                for s, att in enumerate(att_maps, 2)
+                for s, att in zip(self.attention_stages(), att_maps)
             ],
             "device": str(self.models.device),
             "seconds": round(seconds, 4),

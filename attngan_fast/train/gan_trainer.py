@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as torch_dist
 
-from attngan_fast.config import Config
+from attngan_fast.config import Config, check_supported
 from attngan_fast.errors import (
     FileFormatError,
     NonFiniteLossError,
@@ -39,7 +40,13 @@ from attngan_fast.errors import (
 )
 from attngan_fast.runtime import checkpoint as ckpt
 from attngan_fast.runtime.loaders import load_dataset, make_loader
-from attngan_fast.runtime.networks import image_encoder_path, load_encoders
+from attngan_fast.runtime.networks import (
+    encoder_spec_beside,
+    image_encoder_path,
+    load_encoders,
+    load_text_encoder,
+    training_objective,
+)
 from attngan_fast.runtime.run_dir import (
     RunFiles,
     claim_output_dir,
@@ -58,8 +65,9 @@ from attngan_fast.train.distributed import (
     cleanup,
     init_distributed,
 )
-from attngan_fast.train.gan_step import GanState, build_gan_state, gan_train_step
-from attngan_fast.train.progress import ProgressLogger, truncate_metrics
+from attngan_fast.train.gan_step import GanState, build_gan_state, compile_models, gan_train_step
+from attngan_fast.train.precision import resolve_precision
+from attngan_fast.train.progress import ProgressLogger, device_summary, truncate_metrics
 from attngan_fast.train.samples import SampleWriter
 
 CHECKPOINT_FORMAT = "attngan-fast/gan-training"
@@ -68,14 +76,15 @@ CHECKPOINT_FORMAT = "attngan-fast/gan-training"
 # Config keys that shape the networks: a resumed run must have the same values as its checkpoint.
 MODEL_KEYS = (
     "TREE.BRANCH_NUM", "TREE.BASE_SIZE", "GAN.GF_DIM", "GAN.DF_DIM", "GAN.Z_DIM",
-    "GAN.CONDITION_DIM", "GAN.R_NUM", "GAN.B_ATTENTION", "GAN.B_DCGAN", "TEXT.EMBEDDING_DIM",
-    "TRAIN.B_NET_D",
+    "GAN.CONDITION_DIM", "GAN.R_NUM", "GAN.B_ATTENTION", "GAN.B_DCGAN", "GAN.CONDITIONING",
+    "TEXT.EMBEDDING_DIM", "TRAIN.B_NET_D",
 )  # fmt: skip
 # Config keys a resumed run may change (printed when it does); the rest do not affect training.
 TRAINING_KEYS = (
     "TRAIN.BATCH_SIZE", "TRAIN.MAX_EPOCH", "TRAIN.SNAPSHOT_INTERVAL", "TRAIN.GENERATOR_LR",
     "TRAIN.DISCRIMINATOR_LR", "TRAIN.SMOOTH.GAMMA1", "TRAIN.SMOOTH.GAMMA2",
-    "TRAIN.SMOOTH.GAMMA3", "TRAIN.SMOOTH.LAMBDA", "TEXT.WORDS_NUM", "TEXT.CAPTIONS_PER_IMAGE",
+    "TRAIN.SMOOTH.GAMMA3", "TRAIN.SMOOTH.LAMBDA", "TRAIN.COEFF.KL", "TRAIN.COEFF.COLOR_LOSS",
+    "TRAIN.COEFF.INTERPOLATION", "TEXT.WORDS_NUM", "TEXT.CAPTIONS_PER_IMAGE",
 )  # fmt: skip
 # The command-line flag of a key, for messages.
 FLAGS = {
@@ -91,9 +100,12 @@ class GanTrainOptions:
 
     data_dir / layout: the dataset (``auto`` detects CUB, COCO or folder layout).
     text_encoder / image_encoder: pretrained DAMSM files (default cfg.TRAIN.NET_E and the
-    ``image_encoder`` file beside it). max_epochs defaults to cfg.TRAIN.MAX_EPOCH; max_steps
-    stops earlier. Snapshots of netG (EMA weights) every cfg.TRAIN.SNAPSHOT_INTERVAL epochs.
-    ema_decay 0.999 is the original; short runs look better with less averaging.
+    ``image_encoder`` file beside it; without a DAMSM term, LAMBDA 0, the image encoder is not
+    loaded, only named in run.json for evaluation). max_epochs defaults to cfg.TRAIN.MAX_EPOCH;
+    max_steps stops earlier. Snapshots of netG (EMA weights) every cfg.TRAIN.SNAPSHOT_INTERVAL
+    epochs. ema_decay 0.999 is the original; short runs look better with less averaging.
+    compile: torch.compile the networks (``gan_step.compile_models``); the first step's time,
+    compilation included, is printed.
     resume continues the run in out_dir; overwrite starts it again (its files are deleted first);
     without either, an out_dir holding a run is refused (OutputExistsError).
     """
@@ -117,6 +129,7 @@ class GanTrainOptions:
     resume: bool = False
     sync_bn: bool = False
     channels_last: bool = False
+    compile: bool = False
     original_damsm_loop: bool = False
     legacy_mask: bool = False
     ema_decay: float = 0.999
@@ -334,6 +347,11 @@ def check_options(opts: GanTrainOptions) -> None:
 
 def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
     check_options(opts)
+    check_supported(cfg)
+    precision, note = resolve_precision(opts.precision, info.device)
+    if note and info.is_main:
+        print(note, flush=True)
+    opts = replace(opts, precision=precision)
     files = RunFiles(Path(opts.out_dir))
     stale = claim_output_dir(
         files.root, files.outputs(), "a training run", overwrite=opts.overwrite,
@@ -354,11 +372,15 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
             "no DAMSM text encoder: pass --text-encoder FILE (or TRAIN.NET_E in the config); "
             "train one with `attngan-fast pretrain-damsm`"
         )
-    text_encoder, image_encoder, spec = load_encoders(text_path, opts.image_encoder)
-    if spec.n_words != dataset.n_words:
+    if training_objective(cfg).needs_image_encoder:
+        text_encoder, image_encoder, spec = load_encoders(text_path, opts.image_encoder)
+    else:  # no DAMSM term: the image encoder is neither loaded nor run
+        text_encoder, image_encoder = load_text_encoder(text_path), None
+        spec = encoder_spec_beside(text_path)
+    if text_encoder.ntoken != dataset.n_words:
         raise UsageError(
-            f"the text encoder {text_path} knows {spec.n_words} words, the dataset's vocabulary "
-            f"has {dataset.n_words}: they come from different datasets"
+            f"the text encoder {text_path} knows {text_encoder.ntoken} words, the dataset's "
+            f"vocabulary has {dataset.n_words}: they come from different datasets"
         )
     state = build_gan_state(
         cfg, dataset.n_words, info.device, opts.precision,
@@ -367,6 +389,8 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
         legacy_mask=opts.legacy_mask, dist=info, sync_bn=opts.sync_bn,
     )  # fmt: skip
     state.ema.decay = opts.ema_decay
+    if opts.compile:
+        compile_models(state)
     sampler = ResumableSampler(
         len(dataset), seed=opts.seed, rank=info.rank, world_size=info.world_size
     )
@@ -399,7 +423,8 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
         run_info.update(
             text_encoder=str(text_path),
             image_encoder=str(opts.image_encoder or image_encoder_path(text_path)),
-            encoder_spec=asdict(spec), world_size=info.world_size, n_words=dataset.n_words,
+            encoder_spec=asdict(spec) if spec is not None else None,
+            world_size=info.world_size, n_words=dataset.n_words,
         )  # fmt: skip
         write_json(run_info, files.run_json)
     barrier(info)
@@ -414,13 +439,22 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
     logger = ProgressLogger(
         files.metrics, max_steps, state.step, batch_size * info.world_size,
         enabled=info.is_main, show_bar=opts.progress,
+        desc=f"train [{device_summary(state.device, state.precision)}]",
     )  # fmt: skip
+    first_step = True
     try:
         while state.step < max_steps and epoch < max_epochs:
             sampler.set_epoch(epoch)
             loader = make_loader(dataset, sampler, batch_size, opts.workers)
             for batch in loader:
+                t_step = time.perf_counter()
                 logs = gan_train_step(state, batch)
+                if opts.compile and first_step:
+                    first_step = False
+                    logger.write(
+                        f"torch.compile: the first step took {time.perf_counter() - t_step:.1f} s "
+                        "(compilation included)"
+                    )
                 sampler.advance(batch_size)
                 check_finite(logs, state.step, epoch, info, lambda: kept_checkpoint(files))
                 step = state.step

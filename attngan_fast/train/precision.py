@@ -18,7 +18,40 @@ import torch
 from attngan_fast.errors import UsageError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+CHOICES = (*PRECISIONS, "auto")  # what the command line accepts; see resolve_precision
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively: a CUDA GPU with bf16 support, or a CPU with
+    AVX-512 BF16 / AMX (``ops.cpu.native_bf16``); elsewhere bf16 is emulated and slow."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        from attngan_fast.ops.cpu import native_bf16 as cpu_native_bf16
+
+        return cpu_native_bf16()
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str | None]:
+    """The precision to train in and a note for the user (None when there is nothing to say).
+
+    ``auto`` is bf16 where the device computes bf16 natively, else fp32 (the note says so);
+    ``bf16`` asked for on a CPU without native bf16 is kept, with a note that it is emulated.
+    """
+    if precision == "auto":
+        if native_bf16(device):
+            return "bf16", None
+        where = "this CPU has no AVX-512 BF16 / AMX" if device.type == "cpu" else "no native bf16"
+        return "fp32", f"--precision auto: {where}, training in fp32"
+    check_precision(precision, device)
+    if precision == "bf16" and device.type == "cpu" and not native_bf16(device):
+        return precision, (
+            "bf16 on a CPU without AVX-512 BF16 / AMX is emulated and slower than fp32 "
+            "(--precision auto picks fp32 here)"
+        )
+    return precision, None
 
 
 def check_precision(precision: str, device: torch.device) -> None:

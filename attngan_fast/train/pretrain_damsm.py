@@ -9,19 +9,24 @@ of the RNN's parameters only clipped at RNN_GRAD_CLIP. Files ``text_encoder{E}.p
 ``image_encoder{E}.pth`` (plain state dicts, the original format) after epoch index E when
 E % SNAPSHOT_INTERVAL == 0 and after the last epoch, with ``encoders.json`` and ``vocab.json``
 beside them.
+
+After every epoch the encoders are evaluated on the test split (text-image retrieval: R@1 both
+ways and R-precision, ``damsm_eval``); the scores go to ``metrics.jsonl`` and the best epoch's
+encoders are kept as ``text_encoder_best.pth`` / ``image_encoder_best.pth`` with
+``best_encoders.json`` naming the epoch (not in the original, which leaves users to guess).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from attngan_fast.config import Config
-from attngan_fast.data.dataset import prepare_batch
+from attngan_fast.config import Config, check_supported
+from attngan_fast.data.dataset import CaptionedImageDataset, prepare_batch
 from attngan_fast.errors import (
     FileFormatError,
     NonFiniteLossError,
@@ -43,6 +48,7 @@ from attngan_fast.runtime.run_dir import claim_output_dir, damsm_outputs, remove
 from attngan_fast.runtime.sampler import ResumableSampler
 from attngan_fast.runtime.seeding import seed_everything
 from attngan_fast.train.checks import check_minimums, full_batches
+from attngan_fast.train.damsm_eval import retrieval_scores, save_best
 from attngan_fast.train.distributed import (
     DistInfo,
     all_ranks_agree,
@@ -51,8 +57,8 @@ from attngan_fast.train.distributed import (
     unwrap,
     wrap_ddp,
 )
-from attngan_fast.train.precision import autocast, check_precision, make_scaler
-from attngan_fast.train.progress import ProgressLogger
+from attngan_fast.train.precision import autocast, make_scaler, resolve_precision
+from attngan_fast.train.progress import ProgressLogger, device_summary
 
 
 @dataclass
@@ -64,6 +70,8 @@ class PretrainOptions:
     ImageNet state dict file) to be meaningful; ``small`` trains ``SmallImageEncoder`` from
     scratch on ``small_size`` px images (regions small_size / 8 a side). An ``out_dir`` that
     already holds encoders is refused unless ``overwrite`` (which deletes only those files).
+    ``test_eval``: retrieval on the test split after every epoch and the best encoders kept
+    (skipped, with a message, when the dataset has no test split).
     """
 
     out_dir: str | Path = "runs/damsm"
@@ -83,6 +91,7 @@ class PretrainOptions:
     original_damsm_loop: bool = False
     progress: bool = True
     overwrite: bool = False
+    test_eval: bool = True
 
 
 def damsm_total_loss(
@@ -116,12 +125,16 @@ def pretrain_damsm(cfg: Config, opts: PretrainOptions) -> tuple[Path, Path]:
 
 def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path, Path]:
     device = info.device
-    check_precision(opts.precision, device)
+    precision, note = resolve_precision(opts.precision, device)
+    if note and info.is_main:
+        print(note, flush=True)
+    opts = replace(opts, precision=precision)
     check_minimums(
         opts,
         (("max_epochs", "--epochs", 1), ("max_steps", "--steps", 1),
          ("log_every", "--log-every", 1), ("workers", "--workers", 0)),
     )  # fmt: skip
+    check_supported(cfg)
     out = Path(opts.out_dir)
     stale = claim_output_dir(out, damsm_outputs(out), "DAMSM encoders", overwrite=opts.overwrite)
     seed_everything(opts.seed + info.rank)
@@ -131,6 +144,7 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
     if opts.image_encoder == "small":  # one branch at the encoder's own size
         data_cfg = _with_images(cfg, opts.small_size)
     dataset = load_dataset(opts.data_dir, data_cfg, "train", opts.layout)
+    test_set = _test_split(opts, data_cfg) if opts.test_eval else None
     spec = EncoderSpec.from_config(
         cfg, dataset.n_words, image_encoder=opts.image_encoder, small_ndf=opts.small_ndf,
         small_size=opts.small_size,
@@ -174,10 +188,14 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
         save_vocab(dataset.vocab, out / "vocab.json")
     logger = ProgressLogger(
         out / "metrics.jsonl", total, 0, batch_size * info.world_size,
-        enabled=info.is_main, show_bar=opts.progress, desc="damsm",
+        enabled=info.is_main, show_bar=opts.progress,
+        desc=f"damsm [{device_summary(device, opts.precision)}]",
     )  # fmt: skip
     lr, step = cfg.TRAIN.ENCODER_LR, 0
     paths: tuple[Path, Path] | None = None
+    best: float | None = None
+    if test_set is None and opts.test_eval and info.is_main:
+        logger.write(f"no test split in {opts.data_dir}: the encoders are not evaluated")
     try:
         for epoch in range(max_epochs):
             optimizer = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
@@ -210,6 +228,11 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
                 if step >= total:
                     break
             last = step >= total or epoch == max_epochs - 1
+            if test_set is not None:
+                best = _evaluate_epoch(
+                    test_set, text_encoder, image_encoder, epoch, step, best, out, logger, info,
+                    _kept_encoders(paths, out), opts.seed,
+                )  # fmt: skip
             if epoch % cfg.TRAIN.SNAPSHOT_INTERVAL == 0 or last:
                 # every rank: the weights are the same, so is the verdict
                 _check_encoders_finite(
@@ -225,6 +248,37 @@ def _pretrain(cfg: Config, opts: PretrainOptions, info: DistInfo) -> tuple[Path,
     finally:
         logger.close()
     return paths if paths is not None else (out / "text_encoder.pth", out / "image_encoder.pth")
+
+
+def _test_split(opts: PretrainOptions, data_cfg: Config) -> CaptionedImageDataset | None:
+    """The test split (no augmentation), None when the dataset has none."""
+    try:
+        test_set = load_dataset(opts.data_dir, data_cfg, "test", opts.layout, augment=False)
+    except FileNotFoundError:
+        return None
+    return test_set if len(test_set) > 1 else None
+
+
+def _evaluate_epoch(
+    test_set: CaptionedImageDataset, text: nn.Module, image: nn.Module, epoch: int, step: int,
+    best: float | None, out: Path, logger: ProgressLogger, info: DistInfo, kept: str, seed: int,
+) -> float | None:  # fmt: skip
+    """Retrieval on the test split after ``epoch``: logged, and the encoders kept as the best
+    when they beat ``best``; returns the best criterion so far."""
+    scores = retrieval_scores(text, image, test_set, seed=seed)
+    logger.log(step, epoch, {
+        "test_r1_text_to_image": scores.r1_text_to_image,
+        "test_r1_image_to_text": scores.r1_image_to_text,
+        **({"test_r_precision": scores.r_precision} if scores.r_precision is not None else {}),
+    })  # fmt: skip
+    improved = best is None or scores.criterion > best
+    if improved:
+        _check_encoders_finite(text, image, step, kept)
+        if info.is_main:
+            save_best(out, text, image, epoch, step, scores)
+    note = " (best so far: text_encoder_best.pth)" if improved else ""
+    logger.write(f"epoch {epoch} test retrieval: {scores.summary()}{note}")
+    return scores.criterion if improved else best
 
 
 def _kept_encoders(paths: tuple[Path, Path] | None, out: Path) -> str:

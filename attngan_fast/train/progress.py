@@ -12,7 +12,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
+
+
+def device_summary(device: torch.device, precision: str) -> str:
+    """What the progress bar says the run computes on: ``cpu, 2 threads, bf16`` or ``cuda:0, bf16``
+    (intra-op threads as set by ``OMP_NUM_THREADS`` or ``torch.set_num_threads``)."""
+    if device.type == "cpu":
+        return f"cpu, {torch.get_num_threads()} threads, {precision}"
+    return f"{device}, {precision}"
 
 
 class ProgressLogger:

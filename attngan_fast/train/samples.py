@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from attngan_fast.data.vocab import Vocabulary
-from attngan_fast.runtime.generation import generate_images
+from attngan_fast.runtime.generation import attention_images, generate_images
 from attngan_fast.train.ema import ParamEMA
 from attngan_fast.viz import save_attention_figure, save_image_grid
 
@@ -97,7 +97,7 @@ class SampleWriter:
         stem = self.folder / f"step_{step:07d}"
         written = [save_image_grid(imgs[-1], f"{stem}.png", nrow=self.per_caption)]
         if atts:
-            rows = imgs[1 : 1 + len(atts)]
+            rows = attention_images(generator, imgs)
             written.append(
                 save_attention_figure(
                     f"{stem}_attention.png",

@@ -36,18 +36,18 @@ def test_environment_stamp(smoke):
 def test_rows_for_every_op_backend_and_pass(smoke):
     rows = smoke[0]["ops"]["rows"]
     status = {(r["op"], r["backend"], r["pass"]): r["status"] for r in rows}
-    for op in OPS:
-        for name in implementations(op, torch.device("cpu")):
-            for p in PASSES:
-                # the baselines and the reference backend must run; a fast backend that fails
-                # is recorded with its error (its own tests judge it)
-                ok = status[(op, name, p)] == "ok"
-                assert ok or (
-                    name in ("triton", "cuda") and status[(op, name, p)].startswith("error")
-                )
+    expected = {
+        (op, name, p)
+        for op in OPS
+        for name in implementations(op, torch.device("cpu"))
+        for p in PASSES
+    }
+    assert set(status) == expected
+    # every implementation runs on the CPU (Triton through its interpreter): a row that records
+    # an error is a broken harness or backend, never a pass
+    assert {key: s for key, s in status.items() if s != "ok"} == {}
+    assert {name for op, name, _ in expected} >= {"eager", "compiled", "torch", "triton"}
     for r in rows:
-        if r["status"] != "ok":
-            continue
         assert r["median_ms"] > 0 and r["reps"] >= 1 and r["roofline_frac"] > 0
         if r["backend"] == "eager":
             assert r["speedup_vs_eager"] == pytest.approx(1.0)

@@ -1,14 +1,17 @@
-"""The baselines' plain-PyTorch model computes what the library's model computes."""
+"""The baselines' plain-PyTorch model runs the ops on the reference backend and computes what the
+original code computes (oracles written from the original: ``tests/fixtures/original_forward.py``
+and ``ops.original``'s loop)."""
 
 import copy
 
 import pytest
 import torch
+from fixtures.original_forward import g_net_forward
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from attngan_fast import ops
 from attngan_fast.bench.e2e import COMPILED_REFERENCE, plain_pytorch, tiny_config
-from attngan_fast.ops import registry
+from attngan_fast.ops import original, registry
 from attngan_fast.runtime.networks import build_generator
 
 
@@ -26,34 +29,47 @@ def test_plain_pytorch_selects_the_reference_backend_and_restores_the_choice():
         assert ops.resolve_backend(op) == "torch"
 
 
-def test_generator_matches_in_plain_pytorch():
+def test_generator_in_plain_pytorch_is_the_original_forward():
+    """The baselines' model against an oracle written from the original code (training mode:
+    BatchNorm on batch statistics), and the fused model against the same oracle."""
     cfg = tiny_config()
     g1 = build_generator(cfg)
     g2 = copy.deepcopy(g1)
-    z, sent = torch.randn(3, cfg.GAN.Z_DIM), torch.randn(3, 256)
-    words = torch.randn(3, 256, 5)
+    state = {k: v.clone() for k, v in g1.state_dict().items()}
+    nef = cfg.TEXT.EMBEDDING_DIM
+    z, sent = torch.randn(3, cfg.GAN.Z_DIM), torch.randn(3, nef)
+    words = torch.randn(3, nef, 5)
     mask = torch.tensor([[False] * 5, [False] * 3 + [True] * 2, [False] + [True] * 4])
     torch.manual_seed(1)
-    fused, _, mu1, _ = g1(z, sent, words, mask, need_attn=False)
+    eps = torch.randn(3, cfg.GAN.CONDITION_DIM)  # what CA_NET draws after the same seed
+    want, want_att = g_net_forward(state, z, eps, sent, words, mask, training=True)
+    torch.manual_seed(1)
+    fused, fused_att, _, _ = g1(z, sent, words, mask)
     torch.manual_seed(1)
     with plain_pytorch():
-        plain, _, mu2, _ = g2(z, sent, words, mask, need_attn=False)
-    torch.testing.assert_close(mu1, mu2)
-    for a, b in zip(fused, plain):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        plain, plain_att, _, _ = g2(z, sent, words, mask)
+    for got in (plain + plain_att, fused + fused_att):
+        for x, y in zip(got, want + want_att, strict=True):
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("compile_backend", [None, "eager"])
-def test_plain_damsm_loss_matches_the_op(compile_backend):
+def test_plain_damsm_loss_is_the_original_loop(compile_backend):
+    """The baselines' DAMSM loss (eager, and with the compiled similarity) against the original
+    per-caption loop (``words_loss``, ``sent_loss`` as the original wrote them), same-class
+    pairs masked; no custom op runs."""
     torch.manual_seed(0)
     b, d, t = 4, 8, 5
     args = (torch.randn(b, d, 3, 3), torch.randn(b, d), torch.randn(b, d, t), torch.randn(b, d))
     lens, classes = torch.tensor([5, 2, 1, 4]), torch.tensor([0, 1, 0, 2])
-    want = ops.damsm_loss(*args, lens, classes, 4.0, 5.0, 10.0, backend="torch")
+    local, code, words, sent = args
+    labels = torch.arange(b)
+    w0, w1, _, _ = original.words_loss(local, words, labels, lens, classes, b, 4.0, 5.0, 10.0)
+    s0, s1 = original.sent_loss(code, sent, labels, classes, b, 10.0)
     with plain_pytorch(compile_backend), _OpNames() as names:
         got = ops.damsm_loss(*args, lens, classes, 4.0, 5.0, 10.0)
     assert not {n for n in names.names if n.startswith("attngan_fast::")}
-    for x, y in zip(want[:4], got[:4]):
+    for x, y in zip(got[:4], (w0, w1, s0, s1), strict=True):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
 
 

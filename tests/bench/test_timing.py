@@ -1,10 +1,9 @@
-"""The timing helpers on trivial functions (CPU clock)."""
-
-import time
+"""The timing helpers on trivial functions, under a fake clock (no test depends on real speed)."""
 
 import pytest
 import torch
 
+from attngan_fast.bench import timing
 from attngan_fast.bench.timing import measure, n_input_sets, peak_memory_mb, summarize
 
 
@@ -33,22 +32,54 @@ def test_measure_rotates_the_sets_and_counts_the_runs():
     assert t.min_ms <= t.q1_ms <= t.median_ms <= t.q3_ms and t.iqr_ms >= 0
 
 
-def test_measure_times_run_but_not_prepare():
+class FakeClock:
+    """Stands in for ``time.perf_counter`` in ``bench.timing``: time moves only when told."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "time", fake)
+    return fake
+
+
+def test_measure_times_run_but_not_prepare(clock):
     def prepare(s):
-        time.sleep(0.02)
+        clock.sleep(0.020)
         return s
 
-    def run(s):
-        time.sleep(0.005)
-
-    t = measure(run, [1], device="cpu", prepare=prepare, warmup=1, min_reps=3, max_reps=3)
-    assert 4.0 <= t.median_ms < 20.0
+    t = measure(lambda s: clock.sleep(0.005), [1], device="cpu", prepare=prepare, warmup=1,
+                min_reps=3, max_reps=3)  # fmt: skip
+    assert t.reps == 3 and t.median_ms == pytest.approx(5.0) and t.iqr_ms == pytest.approx(0.0)
 
 
-def test_reps_follow_the_target_time():
-    t = measure(lambda s: time.sleep(0.002), [1], device="cpu", warmup=1, min_reps=2,
-                max_reps=50, target_ms=10.0)  # fmt: skip
-    assert 2 <= t.reps <= 6
+def test_each_run_is_timed_on_its_own(clock):
+    durations = iter([0.5, 0.5, 1.0, 2.0, 3.0, 4.0, 10.0])  # 2 warm-up runs, then 5 timed ones
+
+    t = measure(lambda s: clock.sleep(next(durations)), [1], device="cpu", warmup=2, min_reps=5,
+                max_reps=5)  # fmt: skip
+    assert (t.min_ms, t.q1_ms, t.median_ms, t.q3_ms) == pytest.approx((1e3, 2e3, 3e3, 4e3))
+    assert t.iqr_ms == pytest.approx(2e3)
+
+
+@pytest.mark.parametrize(
+    "run_ms,target_ms,reps",
+    [(2.0, 10.0, 5), (2.0, 1000.0, 50), (40.0, 10.0, 2), (0.0, 10.0, 50)],
+)
+def test_reps_follow_the_target_time(clock, run_ms, target_ms, reps):
+    """As many runs as fit in ``target_ms`` by the warm-up estimate, within [min, max]."""
+    t = measure(lambda s: clock.sleep(run_ms / 1e3), [1], device="cpu", warmup=1, min_reps=2,
+                max_reps=50, target_ms=target_ms)  # fmt: skip
+    assert t.reps == reps
 
 
 def test_peak_memory_is_none_on_cpu_and_graphs_need_cuda():

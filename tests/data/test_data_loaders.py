@@ -23,6 +23,8 @@ from attngan_fast.data.images import BranchImages, branch_sizes, crop_to_bbox, r
 from attngan_fast.data.synth_birds import load_synth_attributes
 from attngan_fast.data.text_image import load_text_image_dataset
 from attngan_fast.data.vocab import Vocabulary, tokenize
+from attngan_fast.runtime.loaders import make_loader
+from attngan_fast.runtime.sampler import ResumableSampler
 
 
 def test_cub_loader_reads_synth_birds(synth_root):
@@ -207,15 +209,36 @@ def test_folder_split_and_vocabulary_cache(tmp_path):
 
 
 def test_dataloader_workers_draw_differently_and_reproducibly(synth_root):
-    ds = load_text_image_dataset(synth_root, "train", "cub", base_size=16, branch_num=2)
+    """The training loader (``runtime.loaders.make_loader``) with 2 workers: each sample draws
+    one of its 10 captions at random. The workers draw differently (each has its own seed: with
+    one seed, worker 1's batches would repeat worker 0's draws), the same loader built again
+    draws the same whatever torch's global generator holds, and another epoch draws anew."""
+    # words_num 100: no caption is cut, so each drawn caption matches one of the item's exactly
+    ds = load_text_image_dataset(
+        synth_root, "train", "cub", base_size=16, branch_num=1, words_num=100
+    )
 
-    def captions():
-        torch.manual_seed(5)
-        loader = torch.utils.data.DataLoader(ds, batch_size=12, collate_fn=collate, num_workers=2)
-        return torch.cat([b.captions for b in loader])
+    def drawn(epoch, global_seed):
+        """Per batch, which caption (0..9) each sample got."""
+        torch.manual_seed(global_seed)
+        sampler = ResumableSampler(len(ds), seed=7)
+        sampler.set_epoch(epoch)
+        batches = []
+        for batch in make_loader(ds, sampler, batch_size=4, workers=2):
+            which = []
+            for key, caption, n in zip(batch.keys, batch.captions, batch.cap_lens):
+                i = ds.keys.index(key)
+                words = caption[:n].tolist()
+                which.append([j for j in range(10) if ds.captions[i * 10 + j] == words])
+            batches.append(which)
+        return batches
 
-    first = captions()
-    assert first.shape == (24, 18) and torch.equal(first, captions())
+    first = drawn(epoch=0, global_seed=1)
+    assert len(first) == 6 and all(len(w) == 1 for b in first for w in b)  # unambiguous
+    assert first == drawn(epoch=0, global_seed=2)  # reproducible, global RNG ignored
+    assert first != drawn(epoch=1, global_seed=1)
+    # batches alternate between the two workers: pairs (0, 1), (2, 3), (4, 5) differ
+    assert all(first[k] != first[k + 1] for k in (0, 2, 4))
 
 
 def test_caption_list_behaves_like_a_list():

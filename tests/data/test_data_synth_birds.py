@@ -1,10 +1,10 @@
-"""SynthBirds: determinism, the CUB layout, captions true to the drawn colours, speed."""
+"""SynthBirds: determinism, the CUB layout, captions true to the drawn colours
+(its speed: benchmarks/test_bench_synth_birds.py)."""
 
 from __future__ import annotations
 
 import json
 import pickle
-import time
 from collections import Counter
 
 import pytest
@@ -122,13 +122,6 @@ def test_drawn_colours_are_where_the_labels_say(synth_root):
     assert checked > 0
 
 
-def test_generation_speed(tmp_path):
-    start = time.perf_counter()
-    make_synth_birds(tmp_path / "fast", 100, 0, seed=1, image_size=256)
-    rate = 100 / (time.perf_counter() - start)
-    assert rate >= 20, f"{rate:.1f} images/s"
-
-
 def test_refuses_to_overwrite_unless_asked(tmp_path):
     root = make_synth_birds(tmp_path / "b", 2, 1, seed=0, image_size=64)
     (root / "captions.pickle").write_bytes(b"stale")
@@ -202,3 +195,29 @@ def test_sizes_are_bounded(tmp_path):
     with pytest.raises(UsageError, match="n_train"):
         make_synth_birds(tmp_path / "b", 0, 1)
     assert not (tmp_path / "b").exists()
+
+
+def test_simple_variety_keeps_the_colours_and_fixes_the_rest(tmp_path):
+    from attngan_fast.data.synth_birds import SIMPLE
+
+    full = load_synth_attributes(make_synth_birds(tmp_path / "full", 12, 4, seed=3, image_size=64))
+    simple = load_synth_attributes(
+        make_synth_birds(tmp_path / "simple", 12, 4, seed=3, image_size=64, variety=SIMPLE)
+    )
+    full_images, simple_images = full, simple
+    assert len(simple_images) == 16
+    for a in simple_images.values():
+        assert (a["size"], a["pose"], a["facing"], a["background"]) == (
+            "large", "perched", "right", "plain"
+        )  # fmt: skip
+    colours = lambda images: sorted(tuple(a[p] for p in PARTS) for a in images.values())  # noqa: E731
+    assert colours(simple_images) == colours(full_images)
+
+
+def test_variety_values_are_checked():
+    from attngan_fast.data.synth_birds import Variety
+
+    with pytest.raises(UsageError, match="poses must be a non-empty subset"):
+        Variety(poses=("swimming",))
+    with pytest.raises(UsageError, match="backgrounds must be a non-empty subset"):
+        Variety(backgrounds=())

@@ -117,4 +117,11 @@ def test_classifier_round_trip_and_pipeline(synth, tmp_path):
         result = evaluate_synth_birds(
             root, lambda c, n: torch.zeros(len(c), 3, 64, 64), classifier_path=path
         )  # the saved classifier is used: no training here
-    assert result.classifier == report and 0 <= result.score.accuracy <= 1
+    assert result.classifier == report
+    # every image is the same (zeros): one prediction, scored against the first caption's colours
+    pred = clf.predict(torch.zeros(1, 3, 64, 64))[0]
+    targets = load_caption_targets(root, "test", per_image=1).targets
+    named = targets >= 0
+    assert result.score.named == int(named.sum())
+    hits = int(((targets == pred) & named).sum())
+    assert result.score.accuracy == pytest.approx(hits / int(named.sum()), rel=1e-12)

@@ -6,16 +6,25 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from fixtures.make_original_fixtures import write_original_fixtures
+from fixtures.original_forward import g_net_forward, rnn_encoder_forward
 from PIL import Image
 
-from attngan_fast.data.captions import CaptionSets, save_captions_pickle
+from attngan_fast import cli
 from attngan_fast.data.vocab import Vocabulary
+from attngan_fast.eval.r_precision import pad_captions
 from attngan_fast.generate import generate_from_checkpoint
 from attngan_fast.models.generator import G_NET
 from attngan_fast.models.text_encoder import RNN_ENCODER
-from attngan_fast.runtime.generation import UnknownWordsWarning, encode_prompts
-from attngan_fast.runtime.run_dir import resolve_generation_files, save_vocab
-from attngan_fast.viz import LABEL_HEIGHT, PADDING
+from attngan_fast.runtime import generation
+from attngan_fast.runtime.generation import (
+    UnknownWordsWarning,
+    encode_prompts,
+    load_generation_models,
+    run_generator,
+)
+from attngan_fast.runtime.run_dir import load_vocabulary, resolve_generation_files, save_vocab
+from attngan_fast.viz import LABEL_HEIGHT, PADDING, to_uint8
 
 WORDS = "this bird has wings that are black and a white belly red small".split()
 CAPTION = "this bird has wings that are black and a white belly"
@@ -97,22 +106,104 @@ def test_generation_is_deterministic_with_a_seed(tmp_path):
     assert not (a[0] == a[1]).all()  # two samples, two noises
 
 
-def test_original_checkpoint_files_with_a_captions_pickle(tmp_path):
-    vocab, netG, text = _tiny_models()
-    torch.save(netG.state_dict(), tmp_path / "netG_epoch_600.pth")
-    encoders = tmp_path / "DAMSMencoders"
-    encoders.mkdir()
-    torch.save(text.state_dict(), encoders / "text_encoder200.pth")
-    save_captions_pickle(tmp_path / "captions.pickle", CaptionSets([[1, 2]], [[3]], vocab))
-    files = resolve_generation_files(
-        tmp_path / "netG_epoch_600.pth", text_encoder=encoders / "text_encoder200.pth"
-    )
-    assert files.vocab == tmp_path / "captions.pickle"
-    paths = generate_from_checkpoint(
-        tmp_path / "netG_epoch_600.pth", [CAPTION], tmp_path / "out",
-        text_encoder=encoders / "text_encoder200.pth",
-    )  # fmt: skip
-    assert len(paths) == 4
+def _reference_images(files, caption, n_samples, seed, legacy_mask=False):
+    """What the original's code draws for ``caption`` repeated ``n_samples`` times, with the noise
+    ``run_generator`` draws after ``torch.manual_seed(seed)``: z, then CA_NET's eps."""
+    vocab = load_vocabulary(files["captions"])
+    ids = torch.tensor([vocab.encode(caption).ids] * n_samples)
+    lens = torch.full((n_samples,), ids.shape[1])
+    g_state = torch.load(files["netG"], weights_only=True)
+    text_state = torch.load(files["text_encoder"], weights_only=True)
+    with torch.no_grad():
+        words, sent = rnn_encoder_forward(text_state, ids, lens)
+        torch.manual_seed(seed)
+        z, eps = torch.randn(n_samples, 8), torch.randn(n_samples, 6)
+        return g_net_forward(g_state, z, eps, sent, words, ids == 0, legacy_mask)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_original_files_through_the_generate_command(tmp_path, capsys, legacy):
+    """netG_epoch_600.pth, text_encoder200.pth and captions.pickle in the original's format
+    (written from its module definitions): every stage's PNG is the original's forward pass.
+
+    With --legacy-mask too: generate's batch is one caption repeated, every row has the same
+    mask, so the original's misaligned rows (sample (b * N + n) mod B) read an identical mask
+    and the images are the same as without it."""
+    files = write_original_fixtures(tmp_path / "orig", old_style=True)
+    out = tmp_path / "out"
+    argv = ["generate", "--netG", str(files["netG"]), "--text-encoder", str(files["text_encoder"]),
+            "--captions-pickle", str(files["captions"]), "--out", str(out), "--samples", "2",
+            "--seed", "3", "--device", "cpu", CAPTION]  # fmt: skip
+    argv += ["--legacy-mask"] if legacy else []
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out == f"8 images written under {out}\n"  # 2 x (3 stages + figure)
+    images, _ = _reference_images(files, CAPTION, 2, seed=3, legacy_mask=legacy)
+    folder = out / "000_this_bird_has_wings_that_are_black_and_a"
+    for k in range(2):
+        for s, stage in enumerate(images, 1):
+            size = 64 * 2 ** (s - 1)
+            png = np.asarray(Image.open(folder / f"sample{k}_stage{s}_{size}px.png"), np.int16)
+            want = np.asarray(to_uint8(stage[k]), np.int16)
+            assert np.abs(png - want).max() <= 1, (k, s)  # rounding at a .5 boundary at most
+        assert (folder / f"sample{k}_attention.png").is_file()
+    files2 = resolve_generation_files(files["netG"], text_encoder=files["text_encoder"])
+    assert files2.vocab == files["captions"]  # found beside the netG file
+
+
+def test_legacy_mask_reaches_the_attention_on_a_batch_of_captions(tmp_path):
+    """On a batch of captions of different lengths (as eval generates), --legacy-mask changes the
+    images, and each variant is the original's forward with the matching mask rule."""
+    files = write_original_fixtures(tmp_path / "orig", old_style=True)
+    vocab = load_vocabulary(files["captions"])
+    captions = [CAPTION, "a red bird", "small white bird with black wings"]
+    ids, lens = pad_captions([vocab.encode(c).ids for c in captions])  # lengths 11, 3, 5
+    text_state = torch.load(files["text_encoder"], weights_only=True)
+    g_state = torch.load(files["netG"], weights_only=True)
+    order = torch.argsort(lens, descending=True)  # the original's RNN wants them sorted
+    with torch.no_grad():
+        words, sent = rnn_encoder_forward(text_state, ids[order], lens[order])
+    back = torch.argsort(order)
+    words, sent = words[back], sent[back]
+    got = {}
+    for legacy in (False, True):
+        models = load_generation_models(
+            files["netG"], files["text_encoder"], vocab, legacy_mask=legacy
+        )
+        images, attention = run_generator(models, ids, lens, seed=5)
+        torch.manual_seed(5)
+        z, eps = torch.randn(3, 8), torch.randn(3, 6)
+        with torch.no_grad():
+            want_images, want_attention = g_net_forward(
+                g_state, z, eps, sent, words, ids == 0, legacy_mask=legacy
+            )
+        for x, y in zip(images + attention, want_images + want_attention, strict=True):
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)
+        got[legacy] = attention[0]
+    # the fix: sample 1's padding words (3..10) get no attention; the legacy rows do give some
+    assert got[False][1, 3:].abs().max() == 0 and got[True][1, 3:].abs().max() > 1e-3
+
+
+def test_generate_command_takes_the_legacy_mask_of_the_run(tmp_path, monkeypatch):
+    """A run trained with --legacy-mask records it in run.json; `generate --checkpoint` uses it
+    (as eval and serve do), and --legacy-mask asks for it with any files."""
+    run, _ = _run_dir(tmp_path)
+    seen = []
+    real = generation.load_generation_models
+
+    def spy(*args, legacy_mask=False, **kwargs):
+        seen.append(legacy_mask)
+        return real(*args, legacy_mask=legacy_mask, **kwargs)
+
+    monkeypatch.setattr(generation, "load_generation_models", spy)
+    base = ["generate", "--checkpoint", str(run), "--device", "cpu", "--no-attention", CAPTION]
+    for legacy_run, flag, want in (
+        (False, [], False),
+        (True, [], True),
+        (False, ["--legacy-mask"], True),
+    ):
+        (run / "run.json").write_text(json.dumps({"legacy_mask": legacy_run}))
+        assert cli.main([*base, "--out", str(tmp_path / f"out{len(seen)}"), *flag]) == 0
+        assert seen[-1] is want
 
 
 def test_missing_parts_are_named(tmp_path):
@@ -131,10 +222,13 @@ def test_missing_parts_are_named(tmp_path):
 
 
 @pytest.mark.gpu
-def test_generation_on_cuda_is_deterministic_and_close_to_cpu(tmp_path):
-    from attngan_fast.runtime.generation import load_generation_models, sample_images
-    from attngan_fast.runtime.run_dir import load_vocabulary
+def test_generation_on_cuda_is_deterministic_and_close_to_cpu(tmp_path, monkeypatch):
+    """Same seed, same CUDA images; and with the same noise (z and CA_NET's eps; the CUDA and
+    CPU generators draw different numbers from one seed), CUDA computes what the CPU does."""
+    from attngan_fast.runtime.generation import generate_images, sample_images
 
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     run, _ = _run_dir(tmp_path)
     files = resolve_generation_files(run)
     vocab = load_vocabulary(files.vocab)
@@ -144,3 +238,24 @@ def test_generation_on_cuda_is_deterministic_and_close_to_cpu(tmp_path):
     b, _ = sample_images(gpu, ids, n_samples=3, seed=5)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert [x.shape[-1] for x in a] == [64, 128, 256] and att_a[0].shape == (3, 11, 64, 64)
+
+    cpu = load_generation_models(files.netG, files.text_encoder, vocab, "cpu")
+    gen = torch.Generator().manual_seed(1)
+    z, eps = torch.randn(3, 8, generator=gen), torch.randn(3, 6, generator=gen)
+    captions = torch.tensor([ids] * 3)
+    lens = torch.full((3,), len(ids))
+    out = {}
+    for name, models in (("cpu", cpu), ("cuda", gpu)):
+        device = models.device
+        monkeypatch.setattr(
+            models.netG.ca_net, "reparametrize",
+            lambda mu, logvar, d=device: mu + eps.to(d) * torch.exp(0.5 * logvar),
+        )  # fmt: skip
+        models.netG.eval()
+        models.text_encoder.eval()
+        images, att = generate_images(
+            models.netG, models.text_encoder, captions.to(device), lens.to(device), z.to(device)
+        )
+        out[name] = [x.float().cpu() for x in images + att]
+    for x, y in zip(out["cuda"], out["cpu"], strict=True):
+        torch.testing.assert_close(x, y, atol=2e-4, rtol=1e-3)

@@ -145,3 +145,16 @@ def test_weights_init():
     bn = g.h_net1.fc[1]
     assert bn.bias.abs().max() == 0 and abs(bn.weight.mean() - 1) < 0.01
     assert 0.015 < bn.weight.std() < 0.025
+
+
+def test_d_heads_run_in_fp32_under_cpu_bf16_autocast():
+    """oneDNN's bf16 kernels are slow on the 4 x 4 head maps: the heads compute in fp32 there."""
+    from attngan_fast.models.discriminator import D_GET_LOGITS
+
+    torch.manual_seed(0)
+    head = D_GET_LOGITS(4, nef=8, bcondition=True)
+    h, sent = torch.randn(3, 32, 4, 4), torch.randn(3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(h.bfloat16(), sent)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, head(h.bfloat16().float(), sent))

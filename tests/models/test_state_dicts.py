@@ -1,12 +1,19 @@
 """State-dict keys and shapes of the original AttnGAN modules, parameter counts, loading.
 
-The expected keys are generated here from the original module names (``code/model.py`` of
-taoxugit/AttnGAN), independently of ``attngan_fast.models``; parameter counts are
-derived by arithmetic from the same layer lists.
+The expected keys and shapes are the original's module layouts, written as key -> shape lists in
+``tests/fixtures/make_original_fixtures.py`` (from ``code/model.py`` of taoxugit/AttnGAN and
+torchvision's inception_v3), independently of ``attngan_fast.models``; parameter counts are
+derived by arithmetic from the layer lists. Files in the original format made from those lists
+load through the library's loaders with every key used (strict), and the generator loaded from
+one computes what the original's forward computes (``tests/fixtures/original_forward.py``).
 """
+
+import math
 
 import pytest
 import torch
+from fixtures import make_original_fixtures as orig
+from fixtures.original_forward import g_net_forward
 
 from attngan_fast.config import preset
 from attngan_fast.models import (
@@ -19,69 +26,17 @@ from attngan_fast.models import (
     Inception3,
     load_inception_weights,
 )
+from attngan_fast.runtime.networks import load_encoders, load_generator, load_text_encoder
 
 NEF, NCF, Z_DIM = 256, 100, 100
 
 
-# --- expected keys, from the original module names ----------------------------------------------
-
-
-def bn(prefix, c):
-    return {f"{prefix}.{k}": (c,) for k in ("weight", "bias", "running_mean", "running_var")} | {
-        f"{prefix}.num_batches_tracked": ()
-    }
-
-
-def up_block(prefix, cin, cout):  # [Upsample, conv3x3(cin, 2cout), BN(2cout), GLU]
-    return {f"{prefix}.1.weight": (2 * cout, cin, 3, 3)} | bn(f"{prefix}.2", 2 * cout)
-
-
-def res_block(prefix, c):  # block = [conv3x3(c, 2c), BN, GLU, conv3x3(c, c), BN]
-    return (
-        {f"{prefix}.block.0.weight": (2 * c, c, 3, 3), f"{prefix}.block.3.weight": (c, c, 3, 3)}
-        | bn(f"{prefix}.block.1", 2 * c)
-        | bn(f"{prefix}.block.4", c)
-    )
-
-
 def expected_g(ngf, r_num, branches=3):
-    keys = {"ca_net.fc.weight": (4 * NCF, NEF), "ca_net.fc.bias": (4 * NCF,)}
-    g16 = 16 * ngf
-    keys |= {"h_net1.fc.0.weight": (g16 * 32, NCF + Z_DIM)} | bn("h_net1.fc.1", g16 * 32)
-    for i in range(4):
-        keys |= up_block(f"h_net1.upsample{i + 1}", g16 >> i, g16 >> (i + 1))
-    keys["img_net1.img.0.weight"] = (3, ngf, 3, 3)
-    for s in range(2, branches + 1):
-        keys[f"h_net{s}.att.conv_context.weight"] = (ngf, NEF, 1, 1)
-        for r in range(r_num):
-            keys |= res_block(f"h_net{s}.residual.{r}", 2 * ngf)
-        keys |= up_block(f"h_net{s}.upsample", 2 * ngf, ngf)
-        keys[f"img_net{s}.img.0.weight"] = (3, ngf, 3, 3)
-    return keys
-
-
-def conv_bn(prefix, cin, cout, k):  # [Conv(no bias), BN, LeakyReLU]
-    return {f"{prefix}.0.weight": (cout, cin, k, k)} | bn(f"{prefix}.1", cout)
+    return orig.g_net(ngf, NEF, NCF, Z_DIM, r_num, branches)
 
 
 def expected_d(size, ndf):
-    keys = {"img_code_s16.0.weight": (ndf, 3, 4, 4)}
-    for idx, mult in zip((2, 5, 8), (1, 2, 4)):  # Conv(m ndf -> 2m ndf), BN, LeakyReLU
-        keys[f"img_code_s16.{idx}.weight"] = (2 * mult * ndf, mult * ndf, 4, 4)
-        keys |= bn(f"img_code_s16.{idx + 1}", 2 * mult * ndf)
-    if size == 128:
-        keys |= conv_bn("img_code_s32", 8 * ndf, 16 * ndf, 4)
-        keys |= conv_bn("img_code_s32_1", 16 * ndf, 8 * ndf, 3)
-    if size == 256:
-        keys |= conv_bn("img_code_s32", 8 * ndf, 16 * ndf, 4)
-        keys |= conv_bn("img_code_s64", 16 * ndf, 32 * ndf, 4)
-        keys |= conv_bn("img_code_s64_1", 32 * ndf, 16 * ndf, 3)
-        keys |= conv_bn("img_code_s64_2", 16 * ndf, 8 * ndf, 3)
-    for head in ("UNCOND_DNET", "COND_DNET"):
-        keys[f"{head}.outlogits.0.weight"] = (1, 8 * ndf, 4, 4)
-        keys[f"{head}.outlogits.0.bias"] = (1,)
-    keys |= conv_bn("COND_DNET.jointConv", 8 * ndf + NEF, 8 * ndf, 3)
-    return keys
+    return orig.d_net(size, ndf, NEF)
 
 
 def shapes(module):
@@ -179,18 +134,7 @@ def test_parameter_counts(name):
 
 
 def random_state_dict(expected, old_style):
-    """A state dict with the original key names; ``old_style``: as PyTorch 0.3 saved it
-    (no num_batches_tracked, a plain dict without ``_metadata``)."""
-    sd = {}
-    for key, shape in expected.items():
-        if key.endswith("num_batches_tracked"):
-            if not old_style:
-                sd[key] = torch.tensor(7)
-        elif key.endswith("running_var"):
-            sd[key] = torch.rand(shape) + 0.5
-        else:
-            sd[key] = torch.randn(shape)
-    return sd
+    return orig.random_state_dict(expected, seed=0, old_style=old_style)
 
 
 @pytest.mark.parametrize("old_style", [False, True])
@@ -211,99 +155,45 @@ def test_load_original_generator_and_discriminator(old_style):
 
 def test_text_encoder_keys():
     enc = meta(RNN_ENCODER, 5450, nhidden=256)
-    h, i = 128, 300
-    expected = {"encoder.weight": (5450, 300)}
-    for suffix in ("", "_reverse"):
-        expected |= {
-            f"rnn.weight_ih_l0{suffix}": (4 * h, i),
-            f"rnn.weight_hh_l0{suffix}": (4 * h, h),
-            f"rnn.bias_ih_l0{suffix}": (4 * h,),
-            f"rnn.bias_hh_l0{suffix}": (4 * h,),
-        }
-    assert shapes(enc) == expected
+    assert shapes(enc) == orig.rnn_encoder(5450, ninput=300, nhidden=256)
+    assert list(enc.state_dict()) == list(orig.rnn_encoder(5450, ninput=300, nhidden=256))
 
 
 # --- Inception-v3 (torchvision's names) and the DAMSM image encoder -----------------------------
-
-BRANCHES = {
-    "A": "branch1x1 branch5x5_1 branch5x5_2 branch3x3dbl_1 branch3x3dbl_2 branch3x3dbl_3 "
-    "branch_pool",
-    "B": "branch3x3 branch3x3dbl_1 branch3x3dbl_2 branch3x3dbl_3",
-    "C": "branch1x1 branch7x7_1 branch7x7_2 branch7x7_3 branch7x7dbl_1 branch7x7dbl_2 "
-    "branch7x7dbl_3 branch7x7dbl_4 branch7x7dbl_5 branch_pool",
-    "D": "branch3x3_1 branch3x3_2 branch7x7x3_1 branch7x7x3_2 branch7x7x3_3 branch7x7x3_4",
-    "E": "branch1x1 branch3x3_1 branch3x3_2a branch3x3_2b branch3x3dbl_1 branch3x3dbl_2 "
-    "branch3x3dbl_3a branch3x3dbl_3b branch_pool",
-}
-LAYOUT = (
-    [(n, None) for n in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1")]
-    + [("Conv2d_4a_3x3", None), ("Mixed_5b", "A"), ("Mixed_5c", "A"), ("Mixed_5d", "A")]
-    + [("Mixed_6a", "B")] + [(f"Mixed_6{c}", "C") for c in "bcde"]
-    + [("Mixed_7a", "D"), ("Mixed_7b", "E"), ("Mixed_7c", "E")]
-)  # fmt: skip
-
-
-def basic_conv_keys(prefix):
-    keys = [f"{prefix}.conv.weight"]
-    return keys + [f"{prefix}.bn.{k}" for k in ("weight", "bias", "running_mean", "running_var",
-                                                 "num_batches_tracked")]  # fmt: skip
-
-
-def inception_trunk_keys():
-    keys = []
-    for name, kind in LAYOUT:
-        paths = [name] if kind is None else [f"{name}.{b}" for b in BRANCHES[kind].split()]
-        for path in paths:
-            keys += basic_conv_keys(path)
-    return keys
-
 
 # torchvision documents 27,161,264 parameters for inception_v3 (with the auxiliary classifier).
 AUX = (768 * 128 + 2 * 128) + (128 * 768 * 25 + 2 * 768) + (768 * 1000 + 1000)
 FC = 2048 * 1000 + 1000
 
 
+def layout_params(layout):
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    return sum(math.prod(s) for k, s in layout.items() if not k.endswith(buffers))
+
+
 def test_inception_keys_and_count():
+    assert layout_params(orig.inception_v3()) == 27_161_264  # the layout is torchvision's
+    assert len(orig.inception_trunk()) == 94 * 6
     net = meta(Inception3)
-    keys = list(net.state_dict())
-    assert keys == inception_trunk_keys() + ["fc.weight", "fc.bias"]
-    assert len(inception_trunk_keys()) == 94 * 6
+    assert shapes(net) == orig.inception_v3(aux_logits=False)
+    assert list(net.state_dict()) == list(orig.inception_v3(aux_logits=False))
     assert n_params(net) == 27_161_264 - AUX
-    sd = shapes(net)
-    assert sd["Conv2d_1a_3x3.conv.weight"] == (32, 3, 3, 3)
-    assert sd["Mixed_6e.branch7x7_2.conv.weight"] == (192, 192, 1, 7)
-    assert sd["Mixed_7b.branch3x3dbl_3b.conv.weight"] == (384, 384, 3, 1)
-    assert sd["Mixed_7c.branch_pool.conv.weight"] == (192, 2048, 1, 1)
 
 
 def test_image_encoder_keys_and_count():
     enc = meta(CNN_ENCODER, 256)
-    expected = inception_trunk_keys() + ["emb_features.weight", "emb_cnn_code.weight",
-                                         "emb_cnn_code.bias"]  # fmt: skip
-    assert list(enc.state_dict()) == expected
+    assert shapes(enc) == orig.cnn_encoder(256)
+    assert list(enc.state_dict()) == list(orig.cnn_encoder(256))
     assert n_params(enc) == 27_161_264 - AUX - FC + 768 * 256 + 2048 * 256 + 256
     assert shapes(enc)["emb_features.weight"] == (256, 768, 1, 1)
     trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
     assert trainable == {"emb_features.weight", "emb_cnn_code.weight", "emb_cnn_code.bias"}
 
 
-def fake_inception_state_dict(reference, with_aux, old_style):
-    """A torchvision-style inception_v3 state dict (random values) for ``reference``'s shapes."""
-    sd = {
-        k: torch.randn(v.shape) if v.is_floating_point() else torch.tensor(3)
-        for k, v in reference.state_dict().items()
-        if not (old_style and k.endswith("num_batches_tracked"))
-    }
-    if with_aux:
-        sd["AuxLogits.conv0.conv.weight"] = torch.randn(128, 768, 1, 1)
-        sd["AuxLogits.fc.weight"] = torch.randn(1000, 768)
-    return sd
-
-
 @pytest.mark.parametrize("old_style", [False, True])
 def test_load_torchvision_inception_weights(old_style):
     net = uninitialised(Inception3)
-    sd = fake_inception_state_dict(net, with_aux=True, old_style=old_style)
+    sd = orig.random_state_dict(orig.inception_v3(), old_style=old_style)  # with AuxLogits
     load_inception_weights(net, sd)
     assert torch.equal(net.Mixed_6e.branch7x7_2.conv.weight, sd["Mixed_6e.branch7x7_2.conv.weight"])
     assert torch.equal(net.fc.weight, sd["fc.weight"])
@@ -321,10 +211,78 @@ def test_load_torchvision_inception_weights(old_style):
 def test_load_released_image_encoder_style():
     """image_encoder200.pth: the whole CNN_ENCODER as PyTorch 0.3 saved it (strict load)."""
     enc = uninitialised(CNN_ENCODER)
-    sd = {
-        k: torch.rand(v.shape) + 0.5
-        for k, v in enc.state_dict().items()
-        if not k.endswith("num_batches_tracked")
-    }
+    sd = orig.random_state_dict(orig.cnn_encoder(256), old_style=True)
     enc.load_state_dict(sd, strict=True)
     assert torch.equal(enc.emb_cnn_code.bias, sd["emb_cnn_code.bias"])
+
+
+# --- files in the original format, through the library's loaders --------------------------------
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["pytorch0.3", "num_batches_tracked"])
+def original_files(request, tmp_path_factory):
+    return orig.write_original_fixtures(tmp_path_factory.mktemp("orig"), old_style=request.param)
+
+
+def _same_tensors(module, path, prefix=""):
+    """Every tensor of the file is in ``module`` with its value, and nothing else is (but the
+    num_batches_tracked buffers of a file saved without them)."""
+    saved = torch.load(path, weights_only=True)
+    got = module.state_dict()
+    extra = {k for k in got if k not in saved and not k.endswith("num_batches_tracked")}
+    assert not extra and set(saved) <= set(got)
+    for key, value in saved.items():
+        assert torch.equal(got[key], value), key
+
+
+def test_original_generator_file_loads_and_computes_what_the_original_computes(original_files):
+    netG = load_generator(original_files["netG"])
+    assert netG.branch_num == 3 and netG.h_net1.in_dim == 6 + 8
+    _same_tensors(netG, original_files["netG"])
+    state = netG.state_dict()
+    gen = torch.Generator().manual_seed(0)
+    z, sent = torch.randn(3, 8, generator=gen), torch.randn(3, 16, generator=gen)
+    words = torch.randn(3, 16, 5, generator=gen)
+    mask = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 1, 1], [0, 1, 1, 1, 1]], dtype=torch.bool)
+    torch.manual_seed(4)
+    eps = torch.randn(3, 6)  # what CA_NET draws next after the same seed
+    torch.manual_seed(4)
+    with torch.no_grad():
+        images, attention, _, _ = netG(z, sent, words, mask)
+    want_images, want_attention = g_net_forward(state, z, eps, sent, words, mask)
+    assert [tuple(x.shape) for x in images] == [(3, 3, 64, 64), (3, 3, 128, 128), (3, 3, 256, 256)]
+    for got, want in zip(images + attention, want_images + want_attention, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_original_discriminator_and_text_encoder_files_load(original_files):
+    for i, d_net in enumerate((D_NET64, D_NET128, D_NET256)):
+        netD = d_net(2, 16)
+        state = torch.load(original_files[f"netD{i}"], weights_only=True)
+        result = netD.load_state_dict(state, strict=False)  # strict but for old files' buffers
+        assert not result.unexpected_keys
+        assert all(k.endswith("num_batches_tracked") for k in result.missing_keys)
+        _same_tensors(netD, original_files[f"netD{i}"])
+    text = load_text_encoder(original_files["text_encoder"])
+    assert (text.ntoken, text.ninput, text.nhidden) == (len(orig.WORDS), 300, 8)
+    _same_tensors(text, original_files["text_encoder"])
+
+
+def test_original_image_encoder_file_loads_with_its_text_encoder(tmp_path):
+    """image_encoder200.pth (the whole CNN_ENCODER, Inception-sized) beside text_encoder200.pth:
+    the pair loads, the image encoder's kind and size read from the files' shapes."""
+    files = orig.write_original_fixtures(tmp_path, old_style=True, image_encoder=True)
+    text, image, spec = load_encoders(files["text_encoder"])
+    assert (spec.image_encoder, spec.nef, spec.n_words) == ("inception", 16, len(orig.WORDS))
+    _same_tensors(image, files["image_encoder"])
+    _same_tensors(text, files["text_encoder"])
+
+
+@pytest.mark.parametrize("name", ["netG", "text_encoder"])
+def test_dataparallel_prefixed_files_load(original_files, tmp_path, name):
+    """Forks of the original that saved ``nn.DataParallel(net).state_dict()`` (``module.``
+    before every key; the original itself saves the plain module) load the same."""
+    state = torch.load(original_files[name], weights_only=True)
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "wrapped.pth")
+    load = load_generator if name == "netG" else load_text_encoder
+    _same_tensors(load(tmp_path / "wrapped.pth"), original_files[name])
