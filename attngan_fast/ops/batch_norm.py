@@ -270,20 +270,9 @@ def _reference(x, residual, weight, bias, running_mean, running_var, training, m
 
 
 registry.define_op(
-    OP,
-    forward_fake=_fake_forward,
-    backward_fake=_fake_backward,
-    setup_context=_setup_context,
-    backward=_backward,
-    reference=_reference,
+    OP, _fake_forward, _fake_backward, _setup_context, _backward, reference=_reference
 )
-registry.register(
-    OP,
-    "torch",
-    forward=batch_norm_act_forward,
-    backward=backward_without_none(batch_norm_act_backward),
-    preference=registry.LAST_ANYWHERE,
-)
+registry.TORCH.register(OP, batch_norm_act_forward, backward_without_none(batch_norm_act_backward))
 
 
 # --- public ops -------------------------------------------------------------------------------

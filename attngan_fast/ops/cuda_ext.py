@@ -217,12 +217,6 @@ _KERNELS = {
     "damsm_word_similarity": (damsm_supports, binding("damsm_word_similarity_backward")),
     batch_norm.OP: (supports, batch_norm.backward_without_none(_batch_norm_act_backward)),
 }
+CUDA = registry.Backend("cuda", {"cuda": registry.RANK_CUDA})
 for _op, (_supports, _backward) in _KERNELS.items():
-    registry.register(
-        _op,
-        "cuda",
-        supports=_supports,
-        preference={"cuda": registry.RANK_CUDA},
-        forward=binding(f"{_op}_forward"),
-        backward=_backward,
-    )
+    CUDA.register(_op, binding(f"{_op}_forward"), _backward, supports=_supports)

@@ -215,20 +215,9 @@ def _reference_similarity(
 
 
 registry.define_op(
-    OP,
-    forward_fake=_fake_forward,
-    backward_fake=_fake_backward,
-    setup_context=_setup_context,
-    backward=_backward,
-    reference=_reference_similarity,
+    OP, _fake_forward, _fake_backward, _setup_context, _backward, reference=_reference_similarity
 )
-registry.register(
-    OP,
-    "torch",
-    forward=damsm_word_similarity_forward,
-    backward=damsm_word_similarity_backward,
-    preference=registry.LAST_ANYWHERE,
-)
+registry.TORCH.register(OP, damsm_word_similarity_forward, damsm_word_similarity_backward)
 
 
 # --- the loss ---------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ of two forms:
 Every registration carries a capability predicate ``supports(call) -> None | str``: None when the
 implementation can run the call, else a sentence saying why not. It sees the call's device, dtype
 and named input shapes (``Call``), and a rank per device type for the automatic choice (lower
-first; ``"*"``: any other device type; no rank: chosen only by name).
+first; ``"*"``: any other device type; no rank: chosen only by name). A ``Backend`` holds a
+backend's name and ranks for its registrations (``TORCH`` here, ``TRITON`` in
+``ops/triton/_common.py``, ``CUDA`` in ``ops/cuda_ext.py``).
 
 Which implementation runs, per call: the op's ``backend=`` argument, else the innermost
 ``use_backend`` block that names one for the op, else the environment variable
@@ -50,7 +52,6 @@ NAMESPACE = "attngan_fast"
 
 # Ranks of the built-in backends (lower is tried first); a new backend takes its place among them.
 RANK_TRITON, RANK_CUDA, RANK_TORCH = 10, 20, 50
-LAST_ANYWHERE = {"*": RANK_TORCH}  # the torch backend's ranks: after the others on every device
 REFERENCE = "reference"  # the backend of each op's plain-PyTorch reference (``define_op``)
 
 # Backends living in modules of their own, imported by ``load_builtin_backends`` (the reference
@@ -152,11 +153,11 @@ _SCOPE = threading.local()
 
 def define_op(
     name: str,
-    *,
     forward_fake: Callable,
     backward_fake: Callable | None,
     setup_context: Callable,
     backward: Callable,
+    *,
     reference: Callable,
 ) -> OpDef:
     """Define op ``name``: its kernels' contract (the annotated fakes give the custom ops'
@@ -224,6 +225,33 @@ def register(
     _IMPLS[op][backend] = impl
     _reorder(op)
     return impl
+
+
+@dataclass(frozen=True, eq=False)
+class Backend:
+    """A backend's name and its ranks in the automatic order per device type, which each of its
+    registrations shares: ``TRITON.register(OP, forward, backward, supports=...)``."""
+
+    name: str
+    preference: Mapping[str, int] = field(default_factory=dict)
+
+    def register(
+        self,
+        op: str,
+        forward: Callable | None = None,
+        backward: Callable | None = None,
+        *,
+        supports: Supports = any_call,
+        composite: Callable | None = None,
+    ) -> Implementation:
+        """``register(op, self.name, ...)`` with this backend's ranks."""
+        return register(
+            op, self.name, supports=supports, preference=self.preference, forward=forward,
+            backward=backward, composite=composite,
+        )  # fmt: skip
+
+
+TORCH = Backend("torch", {"*": RANK_TORCH})  # each op's PyTorch kernels: last on every device
 
 
 def _renamed() -> None:

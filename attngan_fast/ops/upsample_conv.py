@@ -101,18 +101,14 @@ def _backward(impl, ctx, grad_y):
 
 registry.define_op(
     OP,
-    forward_fake=_fake_forward,
-    backward_fake=_fake_backward,
-    setup_context=_setup_context,
-    backward=_backward,
+    _fake_forward,
+    _fake_backward,
+    _setup_context,
+    _backward,
     reference=upsample_conv3x3_reference,
 )
-registry.register(
-    OP,
-    "torch",
-    forward=upsample_conv3x3_forward,
-    backward=backward_without_none(upsample_conv3x3_backward),
-    preference=registry.LAST_ANYWHERE,
+registry.TORCH.register(
+    OP, upsample_conv3x3_forward, backward_without_none(upsample_conv3x3_backward)
 )
 
 

@@ -149,16 +149,9 @@ def _backward(impl, ctx, grad_y, _grad_conv_out, _grad_mean, _grad_var):
 
 # no backward kernel of its own: the backward runs the two ops' backward kernels
 registry.define_op(
-    OP,
-    forward_fake=_fake_forward,
-    backward_fake=None,
-    setup_context=_setup_context,
-    backward=_backward,
-    reference=upsample_conv3x3_bn_glu_reference,
+    OP, _fake_forward, None, _setup_context, _backward, reference=upsample_conv3x3_bn_glu_reference
 )
-registry.register(
-    OP, "torch", forward=upsample_conv3x3_bn_glu_forward, preference=registry.LAST_ANYWHERE
-)
+registry.TORCH.register(OP, upsample_conv3x3_bn_glu_forward)
 
 
 # --- public op --------------------------------------------------------------------------------

@@ -163,20 +163,9 @@ def _backward(impl, ctx, grad_context, grad_attn, _grad_lse):
 
 
 registry.define_op(
-    OP,
-    forward_fake=_fake_forward,
-    backward_fake=_fake_backward,
-    setup_context=_setup_context,
-    backward=_backward,
-    reference=word_attention_reference,
+    OP, _fake_forward, _fake_backward, _setup_context, _backward, reference=word_attention_reference
 )
-registry.register(
-    OP,
-    "torch",
-    forward=word_attention_forward,
-    backward=word_attention_backward,
-    preference=registry.LAST_ANYWHERE,
-)
+registry.TORCH.register(OP, word_attention_forward, word_attention_backward)
 
 
 # --- public op --------------------------------------------------------------------------------

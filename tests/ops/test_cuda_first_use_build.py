@@ -16,7 +16,13 @@ import pytest
 import torch
 import torch.utils.cpp_extension as cpp
 
-from attngan_fast.ops import BackendUnavailableError, available_backends, cuda_build, cuda_ext
+from attngan_fast.ops import (
+    BackendUnavailableError,
+    available_backends,
+    cuda_build,
+    cuda_ext,
+    registry,
+)
 
 
 def _fake_module() -> types.ModuleType:
@@ -158,11 +164,15 @@ def test_default_archs_end_with_ptx(monkeypatch):
 
 
 def test_bindings_match_what_the_backend_calls():
-    """Every ``_C.<name>`` the cuda backend calls is in BINDINGS (the CI build checks them)."""
+    """Every ``_C.<name>`` the cuda backend calls is in BINDINGS (the CI build checks them):
+    the bindings its registered kernels are, and those its adapters call."""
     import inspect
     import re
 
-    source = inspect.getsource(cuda_ext)
-    found = re.findall(r'binding\("(\w+)"\)|extension\(\)\.(\w+)\(', source)
-    called = {bound or direct for bound, direct in found}
-    assert called == set(cuda_build.BINDINGS)
+    bound = {
+        getattr(fn, "binding", None)
+        for impl in (registry.implementation(op, "cuda") for op in cuda_ext._KERNELS)
+        for fn in (impl.forward, impl.backward)
+    } - {None}
+    direct = set(re.findall(r"extension\(\)\.(\w+)\(", inspect.getsource(cuda_ext)))
+    assert bound | direct == set(cuda_build.BINDINGS)

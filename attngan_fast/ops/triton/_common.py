@@ -30,7 +30,7 @@ MIN_DOT = 16
 
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 F = TypeVar("F", bound=Callable)
-PREFERENCE = {"cuda": registry.RANK_TRITON}  # automatic choice: first on CUDA, never on CPU
+TRITON = registry.Backend("triton", {"cuda": registry.RANK_TRITON})  # first on CUDA, not on CPU
 
 
 def triton_interpret() -> bool:

@@ -39,9 +39,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attngan_fast.ops import _checks, _layout, registry
+from attngan_fast.ops import _checks, _layout
 from attngan_fast.ops import batch_norm as reference
-from attngan_fast.ops.triton._common import PREFERENCE, device_support, launches_on_input_device
+from attngan_fast.ops.triton._common import TRITON, device_support, launches_on_input_device
 from attngan_fast.ops.triton.upsample_conv import cast_out
 
 _INT32_LIMIT = 2**31
@@ -540,11 +540,9 @@ def batch_norm_act_backward(
     return grad_x, grad_weight, grad_bias
 
 
-registry.register(
+TRITON.register(  # every float dtype: float64 accumulates in float64
     reference.OP,
-    "triton",
-    supports=device_support,  # every float dtype: float64 accumulates in float64
-    preference=PREFERENCE,
-    forward=batch_norm_act_forward,
-    backward=reference.backward_without_none(batch_norm_act_backward),
+    batch_norm_act_forward,
+    reference.backward_without_none(batch_norm_act_backward),
+    supports=device_support,
 )

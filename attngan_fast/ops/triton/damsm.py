@@ -40,7 +40,7 @@ from attngan_fast.ops import registry
 from attngan_fast.ops.damsm import COS_EPS
 from attngan_fast.ops.triton._common import (
     FP32_DOT_PRECISION,
-    PREFERENCE,
+    TRITON,
     check_dtype,
     device_support,
     dot_block,
@@ -416,11 +416,6 @@ def damsm_word_similarity_backward(
     return grad_v.sum(dim=0).to(img_local.dtype), grad_e.to(words.dtype)
 
 
-registry.register(
-    OP,
-    "triton",
-    supports=supports,
-    preference=PREFERENCE,
-    forward=damsm_word_similarity_forward,
-    backward=damsm_word_similarity_backward,
+TRITON.register(
+    OP, damsm_word_similarity_forward, damsm_word_similarity_backward, supports=supports
 )

@@ -39,7 +39,7 @@ from torch import Tensor
 from attngan_fast.ops import _layout, phase_conv, registry
 from attngan_fast.ops import upsample_conv as op
 from attngan_fast.ops.triton._common import (
-    PREFERENCE,
+    TRITON,
     device_support,
     launches_on_input_device,
     sm80_support,
@@ -438,11 +438,9 @@ def upsample_conv3x3_backward(
     return grad_x, grad_weight
 
 
-registry.register(
+TRITON.register(
     op.OP,
-    "triton",
+    upsample_conv3x3_forward,
+    op.backward_without_none(upsample_conv3x3_backward),
     supports=supports,
-    preference=PREFERENCE,
-    forward=upsample_conv3x3_forward,
-    backward=op.backward_without_none(upsample_conv3x3_backward),
 )

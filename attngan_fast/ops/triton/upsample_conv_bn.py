@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from attngan_fast.ops import registry
 from attngan_fast.ops import upsample_conv_bn as op
 from attngan_fast.ops.triton import batch_norm, upsample_conv
-from attngan_fast.ops.triton._common import PREFERENCE, launches_on_input_device
+from attngan_fast.ops.triton._common import TRITON, launches_on_input_device
 
 
 def uses_epilogue_stats(x: Tensor, conv_weight: Tensor, training: bool) -> bool:
@@ -53,10 +52,5 @@ def upsample_conv3x3_bn_glu_forward(
     return y, conv_out, mean, var
 
 
-registry.register(
-    op.OP,
-    "triton",
-    supports=upsample_conv.supports,  # the backward runs the two ops' triton kernels
-    preference=PREFERENCE,
-    forward=upsample_conv3x3_bn_glu_forward,
-)
+# the backward runs the two ops' triton kernels
+TRITON.register(op.OP, upsample_conv3x3_bn_glu_forward, supports=upsample_conv.supports)

@@ -32,7 +32,7 @@ from torch import Tensor
 from attngan_fast.ops import _layout, registry
 from attngan_fast.ops.triton._common import (
     FP32_DOT_PRECISION,
-    PREFERENCE,
+    TRITON,
     check_dtype,
     device_support,
     dot_block,
@@ -330,11 +330,4 @@ def word_attention_backward(
     return grad_query, partial.sum(dim=1).to(source.dtype)
 
 
-registry.register(
-    OP,
-    "triton",
-    supports=supports,
-    preference=PREFERENCE,
-    forward=word_attention_forward,
-    backward=word_attention_backward,
-)
+TRITON.register(OP, word_attention_forward, word_attention_backward, supports=supports)
