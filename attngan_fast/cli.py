@@ -576,9 +576,9 @@ def _classify(exc: BaseException) -> tuple[int, str]:
         return 130, "interrupted"
     if isinstance(exc, AttnGanError):
         return exc.exit_code, text
-    backend = sys.modules.get("attngan_fast.ops._backend")
-    if backend is not None and isinstance(exc, backend.BackendUnavailableError):
-        return 2, f"{text} (set {backend.ENV_VAR} to another backend, or unset it)"
+    registry = sys.modules.get("attngan_fast.ops.registry")
+    if registry is not None and isinstance(exc, registry.BackendUnavailableError):
+        return 2, f"{text} (set {registry.ENV_VAR} to another backend, or unset it)"
     if isinstance(exc, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)):
         return 2, text
     torch = sys.modules.get("torch")

@@ -17,7 +17,7 @@ import argparse
 import json
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -26,16 +26,37 @@ import attngan_fast
 from attngan_fast.ops import cuda_build, cuda_ext
 
 
-def _triton() -> str:
+def triton_version() -> str | None:
+    """The installed Triton's version, None when it is not installed."""
     try:
         import triton
-    except ImportError as exc:
-        return f"not installed ({exc})"
+    except ImportError:
+        return None
     return triton.__version__
 
 
-def _nvml_gpus() -> list[dict[str, Any]] | str:
-    """Name, memory and driver of every GPU through NVML, or why NVML cannot say."""
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# What NVML is asked about each GPU (a query a card or driver does not support gives None).
+_NVML_READS: dict[str, Callable[[Any, Any], Any]] = {
+    "name": lambda nv, h: _text(nv.nvmlDeviceGetName(h)),
+    "capability": lambda nv, h: "{}.{}".format(*nv.nvmlDeviceGetCudaComputeCapability(h)),
+    "memory_gib": lambda nv, h: round(nv.nvmlDeviceGetMemoryInfo(h).total / 2**30, 1),
+    "memory_used_mib": lambda nv, h: nv.nvmlDeviceGetMemoryInfo(h).used // 2**20,
+    "sm_clock_mhz": lambda nv, h: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM),
+    "mem_clock_mhz": lambda nv, h: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM),
+    "max_sm_clock_mhz": lambda nv, h: nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_SM),
+    "max_mem_clock_mhz": lambda nv, h: nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_MEM),
+    "power_limit_w": lambda nv, h: nv.nvmlDeviceGetPowerManagementLimit(h) / 1000,
+    "temperature_c": lambda nv, h: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU),
+}
+
+
+def nvml_gpus(index: int | None = None) -> list[dict[str, Any]] | str:
+    """What NVML says of every GPU (or of the one at ``index``): index, driver and the fields of
+    ``_NVML_READS`` (None where a query fails); or why NVML cannot say."""
     try:
         import pynvml
     except ImportError:
@@ -45,21 +66,20 @@ def _nvml_gpus() -> list[dict[str, Any]] | str:
     except Exception as exc:  # no driver, or a container without NVML
         return f"NVML unavailable: {exc}"
     try:
-        driver = pynvml.nvmlSystemGetDriverVersion()
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        indices = range(pynvml.nvmlDeviceGetCount()) if index is None else [index]
         gpus = []
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            name = pynvml.nvmlDeviceGetName(handle)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            gpus.append({
-                "index": index,
-                "name": name.decode() if isinstance(name, bytes) else name,
-                "capability": f"{major}.{minor}",
-                "memory_gib": round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30, 1),
-                "driver": driver.decode() if isinstance(driver, bytes) else driver,
-            })  # fmt: skip
+        for i in indices:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            gpu: dict[str, Any] = {"index": i, "driver": driver}
+            for key, read in _NVML_READS.items():
+                try:
+                    gpu[key] = read(pynvml, handle)
+                except Exception:  # one unsupported query must not lose the others
+                    gpu[key] = None
+            gpus.append(gpu)
         return gpus
-    except Exception as exc:  # one failing query must not lose the report
+    except Exception as exc:  # the driver or the device count failing loses the report
         return f"NVML query failed: {exc}"
     finally:
         pynvml.nvmlShutdown()
@@ -87,7 +107,7 @@ def report() -> dict[str, Any]:
         "torch_cuda": torch.version.cuda,
         "torch_archs": torch.cuda.get_arch_list() if torch.version.cuda else [],
         "cuda_available": torch.cuda.is_available(),
-        "triton": _triton(),
+        "triton": triton_version() or "not installed",
         "extension": cuda_ext.extension_status(),
         "cuda_toolkit": {
             "path": str(home) if home else None,
@@ -96,7 +116,7 @@ def report() -> dict[str, Any]:
             "cxx_standard": cuda_build.cxx_standard(),
         },
         "gpus": _torch_gpus(),
-        "nvml": _nvml_gpus(),
+        "nvml": nvml_gpus(),
     }
 
 

@@ -13,6 +13,8 @@ error plus a small slack of a few units of rounding. Two forms of the error:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -58,3 +60,13 @@ def assert_rel_parity(
     """rel_error(fast) <= 2 rel_error(ref) + slack_eps * eps(dtype)."""
     err, err_ref = rel_error(fast, exact), rel_error(ref, exact)
     assert err <= 2 * err_ref + slack_eps * torch.finfo(dtype).eps, (name, err, err_ref)
+
+
+def sum_slack_eps(dtype: torch.dtype, values_summed: int) -> float:
+    """The ``slack_eps`` of ``assert_rel_parity`` for an output reduced over ``values_summed``
+    values per channel (BatchNorm's statistics and its affine gradients): a bf16 / fp16 output
+    is computed in fp32 and rounded once (half a unit of its dtype: 1 unit); an fp32 / fp64 one
+    accumulates a tiled or pairwise sum's rounding, log2(N) units of its dtype."""
+    if dtype in (torch.bfloat16, torch.float16):
+        return 1.0
+    return max(1.0, math.log2(values_summed))

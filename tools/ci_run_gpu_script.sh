@@ -66,7 +66,7 @@ expect() {
 ci_step "run_gpu.sh on the CPU: missing dependencies, no toolkit"
 FIRST="$WORK/first"
 run_gpu "$FIRST" TOTAL_S=400 PER_FILE_S=120 REST_S=150 WARM_S=60 \
-  GPU_TEST_FILES="tests/ops/test_word_attention.py tests/ops/test_triton_attention.py" \
+  GPU_TEST_FILES="tests/ops/test_phase_conv.py tests/ops/test_word_attention.py" \
   WARM_EXTRA="--device cpu --tiers tiny --dtypes fp32" \
   BENCH_EXTRA="--cpu-smoke --sections ops --ops word_attention --passes fwd"
 S="$FIRST/summary.txt"
@@ -75,8 +75,8 @@ expect "$S" "dependencies: installed from wheels in $WHEELS: pyyaml pillow pytes
 if grep -q "STILL MISSING" "$S"; then echo "dependencies left missing" >&2; exit 1; fi
 expect "$S" "install: ok"
 expect "$S" "_C: not built (no CUDA toolkit found (set CUDA_HOME, or put nvcc on PATH))"
-expect "$S" "pytest tests/ops/test_word_attention.py: no tests selected (none marked gpu)"
-expect "$S" "pytest tests/ops/test_triton_attention.py: ok"
+expect "$S" "pytest tests/ops/test_phase_conv.py: no tests selected (none marked gpu)"
+expect "$S" "pytest tests/ops/test_word_attention.py: ok"
 expect "$S" "pytest (rest of tests/): ok"
 expect "$S" "warm: ok: warm: 7 warmed, 0 failed"
 expect "$S" "bench: ok"

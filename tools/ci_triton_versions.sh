@@ -24,10 +24,11 @@ source tools/ci_lib.sh
 VERSIONS=("$@")
 if (( ${#VERSIONS[@]} == 0 )); then VERSIONS=(3.6.0 3.8.0); fi
 TORCH_CPU_VERSION=${TORCH_CPU_VERSION:-2.13.0}
-TESTS=(tests/ops/test_triton_attention.py tests/ops/test_triton_damsm.py
-       tests/ops/test_triton_batch_norm.py tests/ops/test_triton_upsample_conv.py
-       tests/ops/test_upsample_conv_bn.py tests/ops/test_triton_device_guard.py)
-SELECT="not opcheck and not compile_matches_eager and not fullgraph"
+# the op suites' triton cases (parametrised by backend: "triton" in the id or the test's name)
+TESTS=(tests/ops/test_word_attention.py tests/ops/test_damsm.py tests/ops/test_upsample_conv.py
+       tests/ops/test_batch_norm.py tests/ops/test_upsample_conv_bn.py
+       tests/ops/test_triton_device_guard.py)
+SELECT="triton and not opcheck and not compile_matches_eager and not fullgraph"
 START=$SECONDS
 
 # check_version VERSION : venv (cached) and the tests of one release; its output on stdout

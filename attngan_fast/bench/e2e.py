@@ -18,9 +18,9 @@ Variants (ratios are measured in the same run):
   caption lengths would recompile per length and graph-break per caption, so (c) gets the
   stronger, loop-free baseline).
 
-"Plain PyTorch" swaps the library's five public ops for their ``*_reference`` functions inside
-``attngan_fast.ops`` for the duration of the variant (``plain_pytorch``), so the models' code is
-the same in all three variants.
+"Plain PyTorch" runs the library's ops on their ``reference`` backend (the ``*_reference``
+functions, differentiated by autograd) for the duration of the variant (``plain_pytorch``: an
+``ops.use_backend`` block), so the models' code is the same in all three variants.
 
 Per row: ms per iteration (median, IQR), images/s, peak memory, model FLOPs per iteration (counted
 once by ``FlopCounterMode`` on an eager iteration), model FLOPs utilisation against the measured
@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import gc
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,7 +44,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from attngan_fast import ops
-from attngan_fast.bench.ops import damsm_loss_reference
 from attngan_fast.bench.phases import PhaseRanges, phase_times
 from attngan_fast.bench.roofline import Ceilings, flop_counter_mapping
 from attngan_fast.bench.shapes import (
@@ -81,68 +79,29 @@ VARIANTS = {
 
 # --- plain PyTorch in place of the fused ops --------------------------------------------------
 
-
-def _plain_word_attention(query, source, mask, *, need_attn=True, legacy_mask=False, backend=None):
-    return ops.word_attention_reference(query, source, mask, need_attn, legacy_mask)
-
-
-def _plain_upsample_conv3x3(x, weight, *, backend=None):
-    return ops.upsample_conv3x3_reference(x, weight)
-
-
-def _plain_batch_norm_glu(x, weight, bias, rm, rv, training, momentum, eps, *, backend=None):
-    return ops.batch_norm_glu_reference(x, weight, bias, rm, rv, training, momentum, eps)
-
-
-def _plain_batch_norm_add(x, res, weight, bias, rm, rv, training, momentum, eps, *, backend=None):
-    return ops.batch_norm_add_reference(x, res, weight, bias, rm, rv, training, momentum, eps)
-
-
-def _plain_up_block(x, conv, weight, bias, rm, rv, training, momentum, eps, *, backend=None):
-    return ops.upsample_conv3x3_bn_glu_reference(
-        x, conv, weight, bias, rm, rv, training, momentum, eps
-    )
+COMPILED_REFERENCE = "compiled_reference"  # variant (c)'s DAMSM similarity, registered for it
 
 
 @contextlib.contextmanager
-def plain_pytorch(damsm: Callable | None = None) -> Iterator[None]:
-    """Within the block the models call the reference functions instead of the fused ops.
+def plain_pytorch(compile_backend: str | None = None) -> Iterator[None]:
+    """Within the block every op runs on its ``reference`` backend (plain PyTorch).
 
-    The models look the ops up as ``attngan_fast.ops.<name>`` at call time, so swapping the
-    attributes reroutes them; ``damsm`` replaces ``ops.damsm_loss`` (default: plain version).
+    With ``compile_backend`` the DAMSM similarity runs ``torch.compile`` of its reference instead,
+    registered for the block as backend ``compiled_reference`` (variant (c): the loss is computed
+    outside the compiled networks, so it is compiled on its own).
     """
-    swaps = {
-        "word_attention": _plain_word_attention,
-        "upsample_conv3x3": _plain_upsample_conv3x3,
-        "batch_norm_glu": _plain_batch_norm_glu,
-        "batch_norm_add": _plain_batch_norm_add,
-        "upsample_conv3x3_bn_glu": _plain_up_block,
-        "damsm_loss": damsm or damsm_loss_reference,
-    }
-    saved = {name: getattr(ops, name) for name in swaps}
-    try:
-        for name, fn in swaps.items():
-            setattr(ops, name, fn)
+    if compile_backend is None:
+        with ops.use_backend("reference"):
+            yield
+        return
+    op = "damsm_word_similarity"
+    reference = ops.registry.implementation(op, "reference").composite
+    compiled = torch.compile(reference, backend=compile_backend, dynamic=False)
+    with (
+        ops.registry.registered(op, COMPILED_REFERENCE, composite=compiled),
+        ops.use_backend("reference", **{op: COMPILED_REFERENCE}),
+    ):
         yield
-    finally:
-        for name, fn in saved.items():
-            setattr(ops, name, fn)
-
-
-@contextlib.contextmanager
-def _env(name: str, value: str | None) -> Iterator[None]:
-    old = os.environ.get(name)
-    try:
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
 
 
 # --- building and compiling the state ---------------------------------------------------------
@@ -270,13 +229,10 @@ def run_variant(
         "damsm": "original loop" if v.original_damsm_loop else ("plain" if v.plain else "fused"),
         "model": "plain PyTorch" if v.plain else "attngan-fast ops",
     }
-    damsm = None
-    if v.compiled:
-        damsm = torch.compile(damsm_loss_reference, backend=ec.compile_backend, dynamic=False)
-    plain = plain_pytorch(damsm) if v.plain else contextlib.nullcontext()
-    backend = "torch" if v.plain else None
+    compile_backend = ec.compile_backend if v.compiled else None
+    plain = plain_pytorch(compile_backend) if v.plain else contextlib.nullcontext()
     try:
-        with plain, _env("ATTNGAN_FAST_BACKEND", backend):
+        with plain:
             row.update(_measure_variant(cfg, vocab, batch_size, v, device, ec, want_flops))
     finally:
         _clean(device)

@@ -1,7 +1,8 @@
 """The environment stamp every result carries: GPU, driver, clocks, memory, versions, commit, date.
 
 GPU details come from NVML (``pip install nvidia-ml-py``, imported as ``pynvml``) when it is there,
-else from torch alone; every field that cannot be read is None rather than an error.
+else from torch alone; every field that cannot be read is None rather than an error. The NVML and
+Triton facts are read by ``attngan_fast.env_report`` (``attngan-fast env``), shared with it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from attngan_fast.env_report import nvml_gpus, triton_version
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,56 +42,6 @@ def git_commit(root: Path = REPO_ROOT) -> dict[str, Any]:
     return {"commit": sha.stdout.strip(), "dirty": dirty}
 
 
-def _nvml(index: int) -> dict[str, Any]:
-    """Driver, clocks (MHz), memory (MiB), power limit (W) and temperature through NVML."""
-    try:
-        import pynvml
-    except ImportError:
-        return {"nvml": "nvidia-ml-py is not installed"}
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:  # NVML present but unusable (no driver, container limits)
-        return {"nvml": f"nvmlInit failed: {exc}"}
-    out: dict[str, Any] = {"nvml": "ok"}
-    try:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        reads = {
-            "driver": lambda: pynvml.nvmlSystemGetDriverVersion(),
-            "nvml_name": lambda: pynvml.nvmlDeviceGetName(handle),
-            "sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
-            "mem_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
-            "max_sm_clock_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(
-                handle, pynvml.NVML_CLOCK_SM
-            ),
-            "max_mem_clock_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(
-                handle, pynvml.NVML_CLOCK_MEM
-            ),
-            "memory_total_mib": lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).total // 2**20,
-            "memory_used_mib": lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used // 2**20,
-            "power_limit_w": lambda: pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000,
-            "temperature_c": lambda: pynvml.nvmlDeviceGetTemperature(
-                handle, pynvml.NVML_TEMPERATURE_GPU
-            ),
-        }
-        for key, read in reads.items():
-            try:
-                value = read()
-                out[key] = value.decode() if isinstance(value, bytes) else value
-            except Exception:  # one unsupported query must not lose the others
-                out[key] = None
-    finally:
-        pynvml.nvmlShutdown()
-    return out
-
-
-def _triton_version() -> str | None:
-    try:
-        import triton
-    except ImportError:
-        return None
-    return triton.__version__
-
-
 def _gpu(device: torch.device) -> dict[str, Any]:
     if device.type != "cuda" or not torch.cuda.is_available():
         return {"gpu": None}
@@ -101,16 +54,20 @@ def _gpu(device: torch.device) -> dict[str, Any]:
         "l2_cache_mb": getattr(props, "L2_cache_size", 0) / 2**20 or None,
         "gpu_memory_gib": props.total_memory / 2**30,
     }
-    out.update(_nvml(index))
+    nvml = nvml_gpus(index)
+    if isinstance(nvml, str):
+        out["nvml"] = nvml
+        return out
+    facts = dict(nvml[0])
+    out.update(nvml="ok", nvml_name=facts.pop("name"), **facts)
     return out
 
 
 def _backends() -> dict[str, Any]:
-    from attngan_fast.ops import available_backends
-    from attngan_fast.ops._backend import OPS
+    from attngan_fast.ops import available_backends, registry
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return {op: available_backends(op, device) for op in OPS}
+    return {op: available_backends(op, device) for op in registry.op_names()}
 
 
 def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -123,7 +80,7 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "triton": _triton_version(),
+        "triton": triton_version(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),

@@ -2,21 +2,22 @@
 
 Implementations ("backends" in the rows) of each op at each shape, timed on the same inputs:
 
-* ``eager``    -- the op's ``*_reference`` function in plain PyTorch, differentiated by autograd
-  (what a user writes without this library; the speed-up baseline);
-* ``compiled`` -- ``torch.compile`` of that same reference function, compiled once per shape and
-  dtype (``dynamic=False``; compile time reported in ``compile_s``);
+* ``eager``    -- the op on its ``reference`` backend: the ``*_reference`` function in plain
+  PyTorch, differentiated by autograd (what a user writes without this library; the speed-up
+  baseline);
+* ``compiled`` -- ``torch.compile`` of that same call, compiled once per shape and dtype
+  (``dynamic=False``; compile time reported in ``compile_s``);
 * ``original`` -- DAMSM only: the original per-caption loop (``ops.original.words_loss`` +
   ``sent_loss``);
-* ``torch`` / ``triton`` / ``cuda`` -- the library's op with that backend (``available_backends``
-  decides which exist on the device);
+* ``torch`` / ``triton`` / ``cuda`` / ... -- the library's op with that backend
+  (``available_backends`` decides which exist on the device);
 * ``triton_unfused`` -- ``up_block`` only: ``upsample_conv3x3`` then ``batch_norm_glu``, both
   on the triton backend (BatchNorm's own statistics pass), against which ``triton`` (statistics
   from the conv epilogue) shows what the fusion saves.
 
-The blocks (``up_block``, ``res_block``) run in the library exactly as G runs them: ``up_block``
-is ``ops.upsample_conv3x3_bn_glu``; ``res_block`` is cuDNN's conv3x3 with ``ops.batch_norm_glu``
-and ``ops.batch_norm_add``.
+The blocks (``up_block``, ``res_block``) run exactly as G runs them: ``up_block`` is
+``ops.upsample_conv3x3_bn_glu``; ``res_block`` is cuDNN's conv3x3 with ``ops.batch_norm_glu`` and
+``ops.batch_norm_add``.
 
 Passes: ``fwd`` (a training forward, inputs requiring grad), ``bwd`` (the backward alone; the
 forward runs before each timed run, outside the events) and ``fwd+bwd``. Gradients are taken
@@ -50,6 +51,7 @@ from attngan_fast.ops import original
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PASSES = ("fwd", "bwd", "fwd+bwd")
 BASELINES = ("eager", "compiled")
+REFERENCE = "reference"  # the backend the baselines run (so not a row of its own)
 GAMMAS = (4.0, 5.0, 10.0)  # GAMMA1, GAMMA2, GAMMA3 of both configs
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5
 # internal op name of each public op (for ``available_backends``)
@@ -160,61 +162,14 @@ def _bn_params(c: int, r: Callable, device: torch.device) -> list[Tensor]:
 # --- the functions timed: each returns a tuple of output tensors --------------------------------
 
 
-def _two_way_ce(logits: Tensor, class_ids: Tensor | None) -> tuple[Tensor, Tensor]:
-    if class_ids is not None:
-        logits = logits.masked_fill(ops.damsm.same_class_mask(class_ids), float("-inf"))
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return F.cross_entropy(logits, labels), F.cross_entropy(logits.transpose(0, 1), labels)
-
-
-def damsm_loss_reference(
-    img_local, img_global, words, sent, cap_lens, class_ids, gamma1, gamma2, gamma3, **_
-) -> ops.DamsmLoss:
-    """``ops.damsm_loss`` in plain PyTorch: the vectorised reference similarity, no custom op
-    (what ``eager`` runs and ``compiled`` compiles; also the DAMSM of the end-to-end baselines)."""
-    sim = ops.damsm_word_similarity_reference(img_local, words, cap_lens, gamma1, gamma2)
-    w0, w1 = _two_way_ce(gamma3 * sim.float(), class_ids)
-    s0, s1 = _two_way_ce(ops.damsm.sentence_logits(img_global, sent, gamma3), class_ids)
-    return ops.DamsmLoss(w0, w1, s0, s1)
-
-
 def _total(loss: ops.DamsmLoss) -> tuple[Tensor]:
     return (loss.w_loss0 + loss.w_loss1 + loss.s_loss0 + loss.s_loss1,)
 
 
-def _reference(op: str) -> Callable[..., tuple[Tensor, ...]]:
-    """The plain-PyTorch function of ``op`` (what ``eager`` runs and ``compiled`` compiles)."""
-    if op == "word_attention":
-        return lambda q, s, m: (ops.word_attention_reference(q, s, m, need_attn=False)[0],)
-    if op == "damsm_loss":
-        return lambda *a: _total(damsm_loss_reference(*a, *GAMMAS))
-    if op == "upsample_conv3x3":
-        return lambda x, w: (ops.upsample_conv3x3_reference(x, w),)
-    if op == "batch_norm_glu":
-        return lambda x, w, b, rm, rv: (
-            ops.batch_norm_glu_reference(x, w, b, rm, rv, True, BN_MOMENTUM, BN_EPS),
-        )
-    if op == "batch_norm_add":
-        return lambda x, res, w, b, rm, rv: (
-            ops.batch_norm_add_reference(x, res, w, b, rm, rv, True, BN_MOMENTUM, BN_EPS),
-        )
-    if op == "up_block":
-        return lambda x, conv, w, b, rm, rv: (
-            ops.upsample_conv3x3_bn_glu_reference(x, conv, w, b, rm, rv, True, BN_MOMENTUM, BN_EPS),
-        )
-    if op == "res_block":
-        return lambda *a: (res_block_reference(*a),)
-    raise ValueError(f"unknown op {op!r}")
-
-
-def res_block_reference(x, conv1, w1, b1, rm1, rv1, conv2, w2, b2, rm2, rv2, backend=None):
-    """G's ResBlock: conv3x3 -> BN + GLU -> conv3x3 -> BN + x; plain PyTorch for backend None,
-    else the library's BatchNorm ops with that backend (the convs are cuDNN's either way)."""
+def res_block(x, conv1, w1, b1, rm1, rv1, conv2, w2, b2, rm2, rv2, backend: str):
+    """G's ResBlock: conv3x3 -> BN + GLU -> conv3x3 -> BN + x, the BatchNorm ops on ``backend``
+    (the convs are cuDNN's either way)."""
     h = F.conv2d(x, conv1, padding=1)
-    if backend is None:
-        h = ops.batch_norm_glu_reference(h, w1, b1, rm1, rv1, True, BN_MOMENTUM, BN_EPS)
-        h = F.conv2d(h, conv2, padding=1)
-        return ops.batch_norm_add_reference(h, x, w2, b2, rm2, rv2, True, BN_MOMENTUM, BN_EPS)
     h = ops.batch_norm_glu(h, w1, b1, rm1, rv1, True, BN_MOMENTUM, BN_EPS, backend=backend)
     h = F.conv2d(h, conv2, padding=1)
     return ops.batch_norm_add(h, x, w2, b2, rm2, rv2, True, BN_MOMENTUM, BN_EPS, backend=backend)
@@ -263,7 +218,7 @@ def _library(op: str, backend: str) -> Callable[..., tuple[Tensor, ...]]:
             ),
         )
     if op == "res_block":
-        return lambda *a: (res_block_reference(*a, backend=backend),)
+        return lambda *a: (res_block(*a, backend=backend),)
     raise ValueError(f"unknown op {op!r}")
 
 
@@ -272,7 +227,7 @@ def implementations(op: str, device: torch.device) -> list[str]:
     names = list(BASELINES)
     if op == "damsm_loss":
         names.append("original")
-    backends = ops.available_backends(INTERNAL_OP[op], device)
+    backends = [b for b in ops.available_backends(INTERNAL_OP[op], device) if b != REFERENCE]
     if op == "up_block" and "triton" in backends:
         backends.append(UNFUSED)
     return names + backends
@@ -281,10 +236,10 @@ def implementations(op: str, device: torch.device) -> list[str]:
 def implementation(op: str, name: str, compile_backend: str = "inductor") -> Callable:
     """The callable timed as ``name`` (a fresh compiled one for ``compiled``)."""
     if name == "eager":
-        return _reference(op)
+        return _library(op, REFERENCE)
     if name == "compiled":
         torch._dynamo.reset()  # compiled once per shape: no stale graphs, no recompile limit
-        return torch.compile(_reference(op), backend=compile_backend, dynamic=False)
+        return torch.compile(_library(op, REFERENCE), backend=compile_backend, dynamic=False)
     if name == "original":
         if op != "damsm_loss":
             raise ValueError("only damsm_loss has an original-loop implementation")

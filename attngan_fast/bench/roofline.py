@@ -266,15 +266,19 @@ def flop_counter_mapping() -> dict:
     per-caption products of the original DAMSM), so a run through the fused ops and one through
     plain PyTorch report the same model FLOPs. BatchNorm ops count 0, like aten's batch norm.
     """
-    import attngan_fast.ops  # noqa: F401  (registers the ops)
+    from attngan_fast.ops import registry
 
-    ops = torch.ops.attngan_fast
-    return {
-        ops.word_attention: _wa_fwd,
-        ops.word_attention_backward: _wa_bwd,
-        ops.damsm_word_similarity: _damsm_fwd,
-        ops.damsm_word_similarity_backward: _damsm_bwd,
-        ops.upsample_conv3x3: _upconv_fwd,
-        ops.upsample_conv3x3_backward: _upconv_bwd,
-        ops.upsample_conv3x3_bn_glu: _upconv_fwd,
+    counts = {
+        "word_attention": (_wa_fwd, _wa_bwd),
+        "damsm_word_similarity": (_damsm_fwd, _damsm_bwd),
+        "upsample_conv3x3": (_upconv_fwd, _upconv_bwd),
+        "upsample_conv3x3_bn_glu": (_upconv_fwd, None),  # its backward runs the conv's
     }
+    mapping = {}
+    for op, (forward, backward) in counts.items():
+        for impl in registry.implementations(op):  # the custom ops of every kernel backend
+            if impl.forward_op is not None:
+                mapping[registry.custom_op(op, impl.backend)] = forward
+            if impl.backward_op is not None and backward is not None:
+                mapping[registry.custom_op(op, impl.backend, backward=True)] = backward
+    return mapping

@@ -7,17 +7,22 @@ x is B x C (BatchNorm1d) or B x C x H x W (NCHW-contiguous or channels-last); st
 channel over every other dimension, accumulated in float32. In training mode the running
 statistics are updated in place exactly as ``F.batch_norm`` does (unbiased variance, momentum).
 
-Both public ops share one registered op, ``attngan_fast::batch_norm_act`` (mode ``"glu"`` or
-``"add"``), which is functional: it returns the batch mean and biased variance, and the wrappers
-here update the running statistics. Backend contract:
+Both public ops share one op of the registry, ``batch_norm_act`` (mode ``"glu"`` or ``"add"``),
+defined here with two backends: ``reference`` (``F.batch_norm`` then ``F.glu`` or ``+``,
+differentiated by autograd; it updates the running statistics itself) and ``torch`` (closed-form
+kernels). The kernel form is functional: it returns the batch mean and biased variance, and the
+wrappers here update the running statistics. The kernels' contract:
 
-* ``batch_norm_act_forward(x, residual | None, weight | None, bias | None, running_mean | None,
-  running_var | None, training, eps, mode) -> (y, mean C, var C)``: mean and biased var of the
-  batch (float32; float64 for float64 x) in training mode, empty tensors in eval mode.
-* ``batch_norm_act_backward(grad_y, x, weight | None, bias | None, mean, var, training, eps, mode)
+* ``forward(x, residual | None, weight | None, bias | None, running_mean | None, running_var |
+  None, training, eps, mode) -> (y, mean C, var C)``: mean and biased var of the batch (float32;
+  float64 for float64 x) in training mode, empty tensors in eval mode.
+* ``backward(grad_y, x, weight | None, bias | None, mean, var, training, eps, mode)
   -> (grad_x, grad_weight | None, grad_bias | None)`` with ``mean``/``var`` the statistics the
   forward normalised with (the batch's in training, the running ones in eval). The residual's
   gradient is ``grad_y`` itself and never reaches the backend.
+
+The composite form takes ``(x, residual | None, weight, bias, running_mean, running_var,
+training, momentum, eps, mode)`` and returns y, the running statistics updated in place.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attngan_fast.ops import _backend, _checks, _layout
+from attngan_fast.ops import _checks, _layout, registry
 
 OP = "batch_norm_act"
 MODES = ("glu", "add")
@@ -43,7 +48,7 @@ def batch_norm_glu_reference(
     eps: float,
 ) -> Tensor:
     """Pure-PyTorch BatchNorm + GLU (the oracle and compile baseline)."""
-    y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    y = _f_batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
     return F.glu(y, dim=1)
 
 
@@ -59,9 +64,36 @@ def batch_norm_add_reference(
     eps: float,
 ) -> Tensor:
     """Pure-PyTorch BatchNorm + residual add (the oracle and compile baseline)."""
-    return (
-        F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps) + residual
-    )
+    y = _f_batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    return y + residual
+
+
+def _f_batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> Tensor:
+    """``F.batch_norm`` for parameters of any float dtype, as the ops take them: F.batch_norm
+    takes float32 parameters with half / bfloat16 x, otherwise only x's dtype, so others are cast
+    to x's (the running statistics still updated in place, in their own dtype)."""
+
+    def cast(t: Tensor | None) -> Tensor | None:
+        if t is None or (x.dtype in (torch.float16, torch.bfloat16) and t.dtype == torch.float32):
+            return t
+        return t.to(x.dtype)
+
+    rm, rv = cast(running_mean), cast(running_var)
+    y = F.batch_norm(x, rm, rv, cast(weight), cast(bias), training, momentum, eps)
+    if training and running_mean is not None and rm is not running_mean:
+        with torch.no_grad():
+            running_mean.copy_(rm)
+            running_var.copy_(rv)
+    return y
 
 
 def _reduce_dims(x: Tensor) -> list[int]:
@@ -72,11 +104,7 @@ def _per_channel(t: Tensor, x: Tensor) -> Tensor:
     return t.reshape(1, -1, *([1] * (x.dim() - 2)))
 
 
-# --- torch backend ----------------------------------------------------------------------------
-
-
-def batch_norm_act_supported(device: torch.device) -> str | None:
-    return None
+# --- torch backend: the kernels' contract in PyTorch ----------------------------------------
 
 
 def _normalise(x: Tensor, mean: Tensor, var: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -147,11 +175,10 @@ def batch_norm_act_backward(
     return grad_x.contiguous(memory_format=_layout.memory_format(x)), grad_weight, grad_bias
 
 
-# --- registration -----------------------------------------------------------------------------
+# --- the op and its registrations -----------------------------------------------------------
 
 
-@torch.library.custom_op("attngan_fast::batch_norm_act", mutates_args=())
-def _batch_norm_act_op(
+def _fake_forward(
     x: Tensor,
     residual: Tensor | None,
     weight: Tensor | None,
@@ -161,16 +188,7 @@ def _batch_norm_act_op(
     training: bool,
     eps: float,
     mode: str,
-    backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    impl = _backend.implementation(OP, backend)
-    return impl.batch_norm_act_forward(
-        x, residual, weight, bias, running_mean, running_var, training, eps, mode
-    )
-
-
-@_batch_norm_act_op.register_fake
-def _(x, residual, weight, bias, running_mean, running_var, training, eps, mode, backend):
     shape = list(x.shape)
     if mode == "glu":
         shape[1] //= 2
@@ -180,8 +198,7 @@ def _(x, residual, weight, bias, running_mean, running_var, training, eps, mode,
     return y, x.new_empty(n_stats, dtype=acc), x.new_empty(n_stats, dtype=acc)
 
 
-@torch.library.custom_op("attngan_fast::batch_norm_act_backward", mutates_args=())
-def _batch_norm_act_backward_op(
+def _fake_backward(
     grad_y: Tensor,
     x: Tensor,
     weight: Tensor | None,
@@ -191,56 +208,71 @@ def _batch_norm_act_backward_op(
     training: bool,
     eps: float,
     mode: str,
-    backend: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    impl = _backend.implementation(OP, backend)
-    grad_x, grad_weight, grad_bias = impl.batch_norm_act_backward(
-        grad_y, x, weight, bias, mean, var, training, eps, mode
-    )
-    empty = x.new_empty(0)
-    return (
-        grad_x,
-        grad_weight if grad_weight is not None else empty,
-        grad_bias if grad_bias is not None else empty.clone(),
-    )
-
-
-@_batch_norm_act_backward_op.register_fake
-def _(grad_y, x, weight, bias, mean, var, training, eps, mode, backend):
     grad_x = torch.empty_like(x)
     grad_weight = torch.empty_like(weight) if weight is not None else x.new_empty(0)
     grad_bias = torch.empty_like(bias) if bias is not None else x.new_empty(0)
     return grad_x, grad_weight, grad_bias
 
 
+def backward_without_none(backward):
+    """A kernel backward as its custom op returns it: custom ops cannot return None, so an
+    absent weight or bias gradient travels as an empty tensor (the autograd formula drops it)."""
+
+    def run(grad_y, x, weight, bias, mean, var, training, eps, mode):
+        grad_x, grad_weight, grad_bias = backward(
+            grad_y, x, weight, bias, mean, var, training, eps, mode
+        )
+        empty = x.new_empty(0)
+        return (
+            grad_x,
+            grad_weight if grad_weight is not None else empty,
+            grad_bias if grad_bias is not None else empty.clone(),
+        )
+
+    return run
+
+
 def _setup_context(ctx, inputs, output):
-    x, residual, weight, bias, running_mean, running_var, training, eps, mode, backend = inputs
+    x, residual, weight, bias, running_mean, running_var, training, eps, mode = inputs
     mean, var = (output[1], output[2]) if training else (running_mean, running_var)
     ctx.save_for_backward(x, weight, bias, mean, var)
-    ctx.training, ctx.eps, ctx.mode, ctx.backend = training, eps, mode, backend
+    ctx.training, ctx.eps, ctx.mode = training, eps, mode
     ctx.mark_non_differentiable(output[1], output[2])
 
 
-def _backward(ctx, grad_y, _grad_mean, _grad_var):
+def _backward(impl, ctx, grad_y, _grad_mean, _grad_var):
     x, weight, bias, mean, var = ctx.saved_tensors
     needs = ctx.needs_input_grad
     grad_x = grad_weight = grad_bias = None
     if needs[0] or needs[2] or needs[3]:
-        grad_x, grad_weight, grad_bias = _batch_norm_act_backward_op(
-            _layout.dense(grad_y), x, weight, bias, mean, var, ctx.training, ctx.eps, ctx.mode,
-            ctx.backend,
-        )  # fmt: skip
+        grad_x, grad_weight, grad_bias = impl.backward_op(
+            _layout.dense(grad_y), x, weight, bias, mean, var, ctx.training, ctx.eps, ctx.mode
+        )
     grad_residual = grad_y if needs[1] else None
     return (
         grad_x if needs[0] else None,
         grad_residual,
         grad_weight if needs[2] else None,
         grad_bias if needs[3] else None,
-        None, None, None, None, None, None,
+        None, None, None, None, None,
     )  # fmt: skip
 
 
-_batch_norm_act_op.register_autograd(_backward, setup_context=_setup_context)
+def _reference(x, residual, weight, bias, running_mean, running_var, training, momentum, eps, mode):
+    if mode == "glu":
+        return batch_norm_glu_reference(
+            x, weight, bias, running_mean, running_var, training, momentum, eps
+        )
+    return batch_norm_add_reference(
+        x, residual, weight, bias, running_mean, running_var, training, momentum, eps
+    )
+
+
+registry.define_op(
+    OP, _fake_forward, _fake_backward, _setup_context, _backward, reference=_reference
+)
+registry.TORCH.register(OP, batch_norm_act_forward, backward_without_none(batch_norm_act_backward))
 
 
 # --- public ops -------------------------------------------------------------------------------
@@ -336,8 +368,13 @@ def _batch_norm_act(
     backend: str | None,
 ) -> Tensor:
     _check_inputs(x, residual, weight, bias, running_mean, running_var, training, mode)
-    name = _backend.resolve_backend(OP, backend, x.device)
-    y, mean, var = _batch_norm_act_op(
+    call = registry.Call(x.device, x.dtype, {"x": tuple(x.shape)})
+    impl = registry.choose(OP, call, backend)
+    if impl.composite is not None:
+        return impl.composite(
+            x, residual, weight, bias, running_mean, running_var, training, momentum, eps, mode
+        )
+    y, mean, var = impl.forward_op(
         _layout.dense(x),
         None if residual is None else residual.contiguous(memory_format=_layout.memory_format(x)),
         weight,
@@ -347,7 +384,6 @@ def _batch_norm_act(
         training,
         eps,
         mode,
-        name,
     )
     if training and running_mean is not None:
         n = x.numel() // x.shape[1]

@@ -1,10 +1,10 @@
 """The ``cuda`` backend: hand-written kernels of ``csrc/`` compiled into ``attngan_fast._C``.
 
-Implements the backend contract (see each op's module) of ``word_attention``,
-``damsm_word_similarity`` and ``batch_norm_act`` for fp32, bf16, fp16 (and fp64) CUDA tensors;
-there is no ``upsample_conv3x3`` kernel yet (so no ``upsample_conv3x3_bn_glu`` either). The
-extension checks every tensor it is given (device, dtype, contiguity, shapes) and raises
-``TypeError`` / ``ValueError`` naming the op.
+Registers the extension's kernels as the ``cuda`` implementations (the kernels' contract of each
+op's module) of ``word_attention``, ``damsm_word_similarity`` and ``batch_norm_act``, for fp32,
+bf16, fp16 and fp64 CUDA tensors; there is no ``upsample_conv3x3`` kernel yet (so no
+``upsample_conv3x3_bn_glu`` either). The extension checks every tensor it is given (device, dtype,
+contiguity, shapes) and raises ``TypeError`` / ``ValueError`` naming the op.
 
 ``_C`` is built by ``pip install`` where torch has CUDA and a toolkit is found. Where the install
 skipped it, the first call of this backend on a CUDA tensor builds it with
@@ -14,8 +14,8 @@ visible GPUs' architectures (or ``TORCH_CUDA_ARCH_LIST``), into torch's extensio
 ``attngan_fast`` logger; later processes load it from there in a second.
 ``ATTNGAN_FAST_NO_CUDA_BUILD=1`` turns that off (the backend is then unavailable without ``_C``).
 
-Limits: ``damsm_word_similarity`` handles captions of at most 32 words (``T <= 32``); larger
-shapes raise ``ValueError`` pointing to the ``triton`` and ``torch`` backends.
+Limits: ``damsm_word_similarity`` handles captions of at most 32 words (``T <= 32``): the
+predicate turns longer ones away, so the automatic choice passes them on to the next backend.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
-from attngan_fast.ops import _layout, cuda_build
-from attngan_fast.ops._backend import BackendUnavailableError
+from attngan_fast.ops import _layout, batch_norm, cuda_build, registry
+from attngan_fast.ops.registry import BackendUnavailableError
 
 NO_BUILD_ENV = "ATTNGAN_FAST_NO_CUDA_BUILD"
 JIT_NAME = "attngan_fast_C"  # the module name of a first-use build in torch's extension cache
@@ -160,130 +161,62 @@ def extension_status() -> dict[str, object]:
     return status
 
 
-def _why_unavailable(device: torch.device) -> str | None:
-    if device.type != "cuda":
-        return f"the cuda backend runs on CUDA tensors (got {device.type})"
-    if _C is None:
-        why = why_no_build()
-        if why is not None:
-            return (
-                f"the compiled extension attngan_fast._C is not built ({_IMPORT_ERROR}) and "
-                f"cannot be built on first use: {why}"
-            )
-    return None
-
-
-# --- word_attention ---------------------------------------------------------------------------
-
-
-def word_attention_supported(device: torch.device) -> str | None:
-    return _why_unavailable(device)
-
-
-def word_attention_forward(
-    query: Tensor, source: Tensor, mask: Tensor | None, need_attn: bool, legacy_mask: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(context B x C x N, attn B x T x N or empty, lse B x N float32/float64)``."""
-    return extension().word_attention_forward(query, source, mask, need_attn, legacy_mask)
-
-
-def word_attention_backward(
-    grad_context: Tensor,
-    grad_attn: Tensor | None,
-    query: Tensor,
-    source: Tensor,
-    mask: Tensor | None,
-    lse: Tensor,
-    legacy_mask: bool,
-) -> tuple[Tensor, Tensor]:
-    """``(grad_query B x C x N, grad_source B x C x T)``."""
-    return extension().word_attention_backward(
-        grad_context, grad_attn, query, source, mask, lse, legacy_mask
+@torch.compiler.assume_constant_result
+def _extension_missing() -> str:
+    """Why ``_C`` can neither be imported nor built on first use ("" when it can run)."""
+    if _C is not None:
+        return ""
+    why = why_no_build()
+    if why is None:
+        return ""
+    return (
+        f"the compiled extension attngan_fast._C is not built ({_IMPORT_ERROR}) and cannot be "
+        f"built on first use: {why}"
     )
 
 
-# --- damsm_word_similarity --------------------------------------------------------------------
+def supports(call: registry.Call) -> str | None:
+    """CUDA tensors on a usable GPU, with ``_C`` built or buildable on first use."""
+    if call.device.type != "cuda":
+        return f"the cuda backend runs on CUDA tensors (got {call.device.type})"
+    if not registry.cuda_usable():
+        return "no usable CUDA GPU (torch.cuda is unavailable)"
+    return _extension_missing() or None
 
 
-def damsm_word_similarity_supported(device: torch.device) -> str | None:
-    return _why_unavailable(device)
+MAX_DAMSM_WORDS = 32
 
 
-def damsm_word_similarity_forward(
-    img_local: Tensor, words: Tensor, cap_lens: Tensor, gamma1: float, gamma2: float
-) -> Tensor:
-    """S, B x B float32 (float64 for float64 inputs): image j (row) against caption i (column)."""
-    return extension().damsm_word_similarity_forward(img_local, words, cap_lens, gamma1, gamma2)
+def damsm_supports(call: registry.Call) -> str | None:
+    """As ``supports``, for captions of at most ``MAX_DAMSM_WORDS`` words."""
+    words = call.shape("words")
+    if words is not None and words[2] > MAX_DAMSM_WORDS:
+        return f"its DAMSM kernel takes at most {MAX_DAMSM_WORDS} words a caption (T = {words[2]})"
+    return supports(call)
 
 
-def damsm_word_similarity_backward(
-    grad_s: Tensor,
-    img_local: Tensor,
-    words: Tensor,
-    cap_lens: Tensor,
-    gamma1: float,
-    gamma2: float,
-) -> tuple[Tensor, Tensor]:
-    """``(grad_img_local B x D x R, grad_words B x D x T)``, zero beyond each caption's length."""
-    return extension().damsm_word_similarity_backward(
-        grad_s, img_local, words, cap_lens, gamma1, gamma2
-    )
+def binding(name: str) -> Callable:
+    """``_C.<name>``, the extension loaded (or built) on the first call."""
+
+    def call_extension(*args):
+        return getattr(extension(), name)(*args)
+
+    call_extension.binding = name  # type: ignore[attr-defined]
+    return call_extension
 
 
-# --- batch_norm_act ---------------------------------------------------------------------------
-
-
-def batch_norm_act_supported(device: torch.device) -> str | None:
-    return _why_unavailable(device)
-
-
-def batch_norm_act_forward(
-    x: Tensor,
-    residual: Tensor | None,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    training: bool,
-    eps: float,
-    mode: str,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(y, batch mean C, biased batch var C)``; the statistics are empty in eval mode."""
-    return extension().batch_norm_act_forward(
-        x, residual, weight, bias, running_mean, running_var, training, eps, mode
-    )
-
-
-def batch_norm_act_backward(
-    grad_y: Tensor,
-    x: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    mean: Tensor,
-    var: Tensor,
-    training: bool,
-    eps: float,
-    mode: str,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """``(grad_x, grad_weight or None, grad_bias or None)``; grad_y is brought to x's layout."""
+def _batch_norm_act_backward(grad_y: Tensor, x: Tensor, *args) -> tuple[Tensor, ...]:
+    """``_C.batch_norm_act_backward`` with grad_y brought to x's layout (the kernel needs it)."""
     grad_y = grad_y.contiguous(memory_format=_layout.memory_format(x))
-    return extension().batch_norm_act_backward(
-        grad_y, x, weight, bias, mean, var, training, eps, mode
-    )
+    return extension().batch_norm_act_backward(grad_y, x, *args)
 
 
-# --- upsample_conv3x3 -------------------------------------------------------------------------
-
-
-def upsample_conv3x3_supported(device: torch.device) -> str | None:
-    return (
-        "the cuda backend has no upsample_conv3x3 kernel yet; use backend='triton' (the "
-        "four-phase kernel) or 'torch'"
-    )
-
-
-def upsample_conv3x3_bn_glu_supported(device: torch.device) -> str | None:
-    return (
-        "the cuda backend has no upsample_conv3x3 kernel yet (so no fused upBlock); use "
-        "backend='triton' (statistics from the conv epilogue) or 'torch'"
-    )
+# op -> (predicate, backward): the forward is the binding ``_C.<op>_forward`` as it is
+_KERNELS = {
+    "word_attention": (supports, binding("word_attention_backward")),
+    "damsm_word_similarity": (damsm_supports, binding("damsm_word_similarity_backward")),
+    batch_norm.OP: (supports, batch_norm.backward_without_none(_batch_norm_act_backward)),
+}
+CUDA = registry.Backend("cuda", {"cuda": registry.RANK_CUDA})
+for _op, (_supports, _backward) in _KERNELS.items():
+    CUDA.register(_op, binding(f"{_op}_forward"), _backward, supports=_supports)

@@ -1,4 +1,5 @@
-"""``damsm_loss``: the DAMSM word and sentence losses (spec section 4).
+"""``damsm_loss``: the DAMSM word and sentence losses (Xu et al., CVPR 2018, section 3.2; the
+original's ``words_loss`` / ``sent_loss`` in taoxugit/AttnGAN ``code/miscc/losses.py``).
 
 For caption i (its first cap_lens[i] words e_i1..e_iL) against image j (regions v_j1..v_jR):
 
@@ -11,16 +12,17 @@ The word losses are the two cross-entropies of ``gamma3 * S`` (rows = images, co
 captions) against the diagonal, pairs i != j of one class masked out; the sentence losses are the
 same on ``gamma3 * cos(img_global_j, sent_i)``.
 
-The expensive part, S for all B x B pairs, is the registered op
-``attngan_fast::damsm_word_similarity``. Its ``torch`` backend here is vectorised over
-caption-image pairs in chunks of captions, so memory is bounded by the chunk (about
-``chunk x B x R x T`` values) and never reaches B x B x R x T.
-The cheap B x B tail (masking, cross-entropies, sentence term) is plain PyTorch shared by every
-backend. Backend contract (all tensors contiguous):
+The expensive part, S for all B x B pairs, is the op ``damsm_word_similarity`` defined here, with
+two backends registered here: ``reference`` (``damsm_word_similarity_reference``, differentiated
+by autograd) and ``torch`` (kernels vectorised over caption-image pairs in chunks of captions, so
+memory is bounded by the chunk, about ``chunk x B x R x T`` values, and never reaches
+B x B x R x T, with a closed-form backward). The cheap B x B tail (masking, cross-entropies,
+sentence term) is plain PyTorch shared by every backend. The kernels' contract (all tensors
+contiguous):
 
-* ``damsm_word_similarity_forward(img_local B x D x R, words B x D x T, cap_lens B (int64),
-  gamma1, gamma2) -> S B x B`` (float32; float64 for float64 inputs), S[j, i] image j caption i.
-* ``damsm_word_similarity_backward(grad_s B x B, img_local, words, cap_lens, gamma1, gamma2)
+* ``forward(img_local B x D x R, words B x D x T, cap_lens B (int64), gamma1, gamma2) -> S B x B``
+  (float32; float64 for float64 inputs), S[j, i] image j caption i.
+* ``backward(grad_s B x B, img_local, words, cap_lens, gamma1, gamma2)
   -> (grad_img_local, grad_words)``; grad_words is zero beyond each caption's length.
 """
 
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attngan_fast.ops import _backend, _checks
+from attngan_fast.ops import _checks, registry
 
 OP = "damsm_word_similarity"
 COS_EPS = 1e-8
@@ -109,11 +111,7 @@ def damsm_word_similarity_reference(
     return torch.cat(rows, dim=0).transpose(0, 1)
 
 
-# --- torch backend ----------------------------------------------------------------------------
-
-
-def damsm_word_similarity_supported(device: torch.device) -> str | None:
-    return None
+# --- torch backend: the kernels' contract in PyTorch ----------------------------------------
 
 
 def damsm_word_similarity_forward(
@@ -173,57 +171,53 @@ def damsm_word_similarity_backward(
     return grad_v.to(img_local.dtype), grad_e.to(words.dtype)
 
 
-# --- registration -----------------------------------------------------------------------------
+# --- the op and its registrations -----------------------------------------------------------
 
 
-@torch.library.custom_op("attngan_fast::damsm_word_similarity", mutates_args=())
-def _damsm_word_similarity_op(
-    img_local: Tensor, words: Tensor, cap_lens: Tensor, gamma1: float, gamma2: float, backend: str
+def _fake_forward(
+    img_local: Tensor, words: Tensor, cap_lens: Tensor, gamma1: float, gamma2: float
 ) -> Tensor:
-    impl = _backend.implementation(OP, backend)
-    return impl.damsm_word_similarity_forward(img_local, words, cap_lens, gamma1, gamma2)
-
-
-@_damsm_word_similarity_op.register_fake
-def _(img_local, words, cap_lens, gamma1, gamma2, backend):
     batch = img_local.shape[0]
     return img_local.new_empty(batch, batch, dtype=_checks.acc_dtype(img_local.dtype))
 
 
-@torch.library.custom_op("attngan_fast::damsm_word_similarity_backward", mutates_args=())
-def _damsm_word_similarity_backward_op(
+def _fake_backward(
     grad_s: Tensor,
     img_local: Tensor,
     words: Tensor,
     cap_lens: Tensor,
     gamma1: float,
     gamma2: float,
-    backend: str,
 ) -> tuple[Tensor, Tensor]:
-    impl = _backend.implementation(OP, backend)
-    return impl.damsm_word_similarity_backward(grad_s, img_local, words, cap_lens, gamma1, gamma2)
-
-
-@_damsm_word_similarity_backward_op.register_fake
-def _(grad_s, img_local, words, cap_lens, gamma1, gamma2, backend):
     return torch.empty_like(img_local), torch.empty_like(words)
 
 
 def _setup_context(ctx, inputs, output):
-    img_local, words, cap_lens, gamma1, gamma2, backend = inputs
+    img_local, words, cap_lens, gamma1, gamma2 = inputs
     ctx.save_for_backward(img_local, words, cap_lens)
-    ctx.gamma1, ctx.gamma2, ctx.backend = gamma1, gamma2, backend
+    ctx.gamma1, ctx.gamma2 = gamma1, gamma2
 
 
-def _backward(ctx, grad_s):
+def _backward(impl, ctx, grad_s):
     img_local, words, cap_lens = ctx.saved_tensors
-    grad_v, grad_e = _damsm_word_similarity_backward_op(
-        grad_s.contiguous(), img_local, words, cap_lens, ctx.gamma1, ctx.gamma2, ctx.backend
+    grad_v, grad_e = impl.backward_op(
+        grad_s.contiguous(), img_local, words, cap_lens, ctx.gamma1, ctx.gamma2
     )
-    return grad_v, grad_e, None, None, None, None
+    return grad_v, grad_e, None, None, None
 
 
-_damsm_word_similarity_op.register_autograd(_backward, setup_context=_setup_context)
+def _reference_similarity(
+    img_local: Tensor, words: Tensor, cap_lens: Tensor, gamma1: float, gamma2: float
+) -> Tensor:
+    """The reference backend: S by autograd of the reference, in the kernels' output dtype."""
+    sim = damsm_word_similarity_reference(img_local, words, cap_lens, gamma1, gamma2)
+    return sim.to(_checks.acc_dtype(img_local.dtype))
+
+
+registry.define_op(
+    OP, _fake_forward, _fake_backward, _setup_context, _backward, reference=_reference_similarity
+)
+registry.TORCH.register(OP, damsm_word_similarity_forward, damsm_word_similarity_backward)
 
 
 # --- the loss ---------------------------------------------------------------------------------
@@ -348,14 +342,18 @@ def damsm_words_loss(
     _check_word_inputs(img_local, words, cap_lens, class_ids)
     common = torch.promote_types(img_local.dtype, words.dtype)
     img_local, words = img_local.to(common), words.to(common)
-    name = _backend.resolve_backend(OP, backend, img_local.device)
-    sim = _damsm_word_similarity_op(
-        img_local.flatten(2).contiguous(),
+    v = img_local.flatten(2)
+    call = registry.Call(
+        v.device, v.dtype, {"img_local": tuple(v.shape), "words": tuple(words.shape)}
+    )
+    impl = registry.choose(OP, call, backend)
+    run = impl.composite if impl.composite is not None else impl.forward_op
+    sim = run(
+        v.contiguous(),
         words.contiguous(),
         cap_lens.to(torch.int64).contiguous(),
         float(gamma1),
         float(gamma2),
-        name,
     )
     w_loss0, w_loss1 = _two_way_cross_entropy(gamma3 * sim, class_ids)
     attn = damsm_attention_maps(img_local, words, cap_lens, gamma1) if need_attn else None
@@ -397,8 +395,9 @@ def damsm_loss(
         gamma1, gamma2, gamma3: the smoothing factors (4, 5, 10 in AttnGAN).
         need_similarity: also return S (B x B) in ``similarity``.
         need_attn: also return each caption's attention on its own image in ``attn_maps``.
-        backend: ``"torch"``, ``"triton"``, ``"cuda"`` or None (``ATTNGAN_FAST_BACKEND``, else
-            automatic).
+        backend: a registered backend of ``damsm_word_similarity`` (``"torch"``, ``"triton"``,
+            ``"cuda"``, ``"reference"``, ...), ``"auto"``, or None (``use_backend``,
+            ``ATTNGAN_FAST_BACKEND``, else automatic).
 
     Mixed input dtypes are promoted to a common one. The losses are float32 (float64 for float64
     inputs). Memory grows as B x B x T (plus the backend's chunk), never B x B x R x T.

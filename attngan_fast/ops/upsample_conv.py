@@ -7,11 +7,12 @@ Shapes: x B x Cin x H x W (NCHW-contiguous or channels-last), weight Cout x Cin 
 B x Cout x 2H x 2W in x's memory format. The fast backends use the four-phase decomposition (each
 output phase is a 2x2 convolution at the input resolution; no upsampled tensor).
 
-This module holds the public op, its registration and the ``torch`` backend. Backend contract:
+This module defines the op with two backends: ``reference`` (``upsample_conv3x3_reference``,
+differentiated by autograd) and ``torch`` (the same forward, ``convolution_backward`` of the
+upsampled tensor, as kernels). The kernels' contract:
 
-* ``upsample_conv3x3_forward(x, weight) -> y``
-* ``upsample_conv3x3_backward(grad_y, x, weight, need_x, need_weight) -> (grad_x | None,
-  grad_weight | None)``
+* ``forward(x, weight) -> y``
+* ``backward(grad_y, x, weight, need_x, need_weight) -> (grad_x | None, grad_weight | None)``
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attngan_fast.ops import _backend, _checks, _layout
+from attngan_fast.ops import _checks, _layout, registry
 
 OP = "upsample_conv3x3"
 
@@ -36,11 +37,7 @@ def fold_upsampled_grad(grad_up: Tensor) -> Tensor:
     return grad_up.reshape(b, c, h2 // 2, 2, w2 // 2, 2).sum(dim=(3, 5))
 
 
-# --- torch backend ----------------------------------------------------------------------------
-
-
-def upsample_conv3x3_supported(device: torch.device) -> str | None:
-    return None
+# --- torch backend: the kernels' contract in PyTorch ----------------------------------------
 
 
 def upsample_conv3x3_forward(x: Tensor, weight: Tensor) -> Tensor:
@@ -61,56 +58,58 @@ def upsample_conv3x3_backward(
     return grad_x, grad_weight
 
 
-# --- registration -----------------------------------------------------------------------------
+# --- the op and its registrations -----------------------------------------------------------
 
 
-@torch.library.custom_op("attngan_fast::upsample_conv3x3", mutates_args=())
-def _upsample_conv3x3_op(x: Tensor, weight: Tensor, backend: str) -> Tensor:
-    return _backend.implementation(OP, backend).upsample_conv3x3_forward(x, weight)
-
-
-@_upsample_conv3x3_op.register_fake
-def _(x, weight, backend):
+def _fake_forward(x: Tensor, weight: Tensor) -> Tensor:
     b, _, h, w = x.shape
     out = x.new_empty(b, weight.shape[0], 2 * h, 2 * w)
     return out.contiguous(memory_format=_layout.memory_format(x))
 
 
-@torch.library.custom_op("attngan_fast::upsample_conv3x3_backward", mutates_args=())
-def _upsample_conv3x3_backward_op(
-    grad_y: Tensor, x: Tensor, weight: Tensor, need_x: bool, need_weight: bool, backend: str
+def _fake_backward(
+    grad_y: Tensor, x: Tensor, weight: Tensor, need_x: bool, need_weight: bool
 ) -> tuple[Tensor, Tensor]:
-    impl = _backend.implementation(OP, backend)
-    grad_x, grad_weight = impl.upsample_conv3x3_backward(grad_y, x, weight, need_x, need_weight)
-    # custom ops cannot return None: an unneeded gradient travels as an empty tensor
-    return (
-        grad_x if grad_x is not None else x.new_empty(0),
-        grad_weight if grad_weight is not None else weight.new_empty(0),
-    )
-
-
-@_upsample_conv3x3_backward_op.register_fake
-def _(grad_y, x, weight, need_x, need_weight, backend):
     grad_x = torch.empty_like(x) if need_x else x.new_empty(0)
     return grad_x, (torch.empty_like(weight) if need_weight else weight.new_empty(0))
 
 
+def backward_without_none(backward):
+    """A kernel backward as its custom op returns it: custom ops cannot return None, so an
+    unneeded gradient travels as an empty tensor (the autograd formula drops it)."""
+
+    def run(grad_y, x, weight, need_x, need_weight):
+        grad_x, grad_weight = backward(grad_y, x, weight, need_x, need_weight)
+        return (
+            grad_x if grad_x is not None else x.new_empty(0),
+            grad_weight if grad_weight is not None else weight.new_empty(0),
+        )
+
+    return run
+
+
 def _setup_context(ctx, inputs, output):
-    x, weight, backend = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.backend = backend
+    ctx.save_for_backward(*inputs)
 
 
-def _backward(ctx, grad_y):
+def _backward(impl, ctx, grad_y):
     x, weight = ctx.saved_tensors
     need_x, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    grad_x, grad_weight = _upsample_conv3x3_backward_op(
-        _layout.dense(grad_y), x, weight, need_x, need_weight, ctx.backend
-    )
-    return (grad_x if need_x else None), (grad_weight if need_weight else None), None
+    grad_x, grad_weight = impl.backward_op(_layout.dense(grad_y), x, weight, need_x, need_weight)
+    return (grad_x if need_x else None), (grad_weight if need_weight else None)
 
 
-_upsample_conv3x3_op.register_autograd(_backward, setup_context=_setup_context)
+registry.define_op(
+    OP,
+    _fake_forward,
+    _fake_backward,
+    _setup_context,
+    _backward,
+    reference=upsample_conv3x3_reference,
+)
+registry.TORCH.register(
+    OP, upsample_conv3x3_forward, backward_without_none(upsample_conv3x3_backward)
+)
 
 
 # --- public op --------------------------------------------------------------------------------
@@ -142,9 +141,12 @@ def upsample_conv3x3(x: Tensor, weight: Tensor, *, backend: str | None = None) -
     Args:
         x: B x Cin x H x W, NCHW-contiguous or channels-last.
         weight: Cout x Cin x 3 x 3.
-        backend: ``"torch"``, ``"triton"``, ``"cuda"`` or None (``ATTNGAN_FAST_BACKEND``, else
-            automatic).
+        backend: a registered backend (``"torch"``, ``"triton"``, ``"reference"``, ...),
+            ``"auto"``, or None (``use_backend``, ``ATTNGAN_FAST_BACKEND``, else automatic).
     """
     x, weight = prepare_inputs(x, weight)
-    name = _backend.resolve_backend(OP, backend, x.device)
-    return _upsample_conv3x3_op(_layout.dense(x), weight.contiguous(), name)
+    call = registry.Call(x.device, x.dtype, {"x": tuple(x.shape), "weight": tuple(weight.shape)})
+    impl = registry.choose(OP, call, backend)
+    if impl.composite is not None:
+        return impl.composite(x, weight)
+    return impl.forward_op(_layout.dense(x), weight.contiguous())

@@ -14,22 +14,23 @@ channels at the output resolution). The ``triton`` backend computes the statisti
 kernel's epilogue instead, per output tile while the tile is still in registers, and merges the
 per-tile partials; BatchNorm then reads the conv output once, to normalise it and apply the GLU.
 
-Backend contract (one function; the backward reuses the two ops' backward functions):
+The op is defined here with two backends: ``reference`` (the two ops' references composed,
+differentiated by autograd) and ``torch`` (the two ops' torch kernels one after the other). The
+kernels' contract (one function; the backward reuses those of the two ops):
 
-* ``upsample_conv3x3_bn_glu_forward(x, conv_weight, weight | None, bias | None, running_mean |
-  None, running_var | None, training, eps) -> (y, conv_out B x 2C x 2H x 2W, mean 2C, var 2C)``:
-  mean and biased var of conv_out in training mode, empty tensors in eval mode (as
-  ``batch_norm_act_forward``). conv_out is kept for the backward.
-* backward: ``batch_norm_act_backward`` (GLU mode) then ``upsample_conv3x3_backward`` of the same
-  backend, through their registered ops.
+* ``forward(x, conv_weight, weight | None, bias | None, running_mean | None, running_var | None,
+  training, eps) -> (y, conv_out B x 2C x 2H x 2W, mean 2C, var 2C)``: mean and biased var of
+  conv_out in training mode, empty tensors in eval mode (as ``batch_norm_act``'s). conv_out is
+  kept for the backward.
+* backward: ``batch_norm_act``'s backward (GLU mode) then ``upsample_conv3x3``'s, of the same
+  backend, through their custom ops: a backend registers the two ops' kernels with this one's.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from attngan_fast.ops import _backend, _checks, _layout, batch_norm, upsample_conv
+from attngan_fast.ops import _checks, _layout, batch_norm, registry, upsample_conv
 
 OP = "upsample_conv3x3_bn_glu"
 
@@ -53,8 +54,8 @@ def upsample_conv3x3_bn_glu_reference(
 
 
 def composed_forward(
-    conv_impl,
-    bn_impl,
+    conv_forward,
+    bn_forward,
     x: Tensor,
     conv_weight: Tensor,
     weight: Tensor | None,
@@ -64,20 +65,16 @@ def composed_forward(
     training: bool,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The forward contract from two backend modules' ``upsample_conv3x3_forward`` and
-    ``batch_norm_act_forward`` (BatchNorm computes its own statistics)."""
-    conv_out = conv_impl.upsample_conv3x3_forward(x, conv_weight)
-    y, mean, var = bn_impl.batch_norm_act_forward(
+    """The forward contract from one backend's ``upsample_conv3x3`` and ``batch_norm_act``
+    forward kernels (BatchNorm computes its own statistics)."""
+    conv_out = conv_forward(x, conv_weight)
+    y, mean, var = bn_forward(
         conv_out, None, weight, bias, running_mean, running_var, training, eps, "glu"
     )
     return y, conv_out, mean, var
 
 
-# --- torch backend ----------------------------------------------------------------------------
-
-
-def upsample_conv3x3_bn_glu_supported(device: torch.device) -> str | None:
-    return None
+# --- torch backend: the kernels' contract in PyTorch ----------------------------------------
 
 
 def upsample_conv3x3_bn_glu_forward(
@@ -91,16 +88,15 @@ def upsample_conv3x3_bn_glu_forward(
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return composed_forward(
-        upsample_conv, batch_norm, x, conv_weight, weight, bias, running_mean, running_var,
-        training, eps,
+        upsample_conv.upsample_conv3x3_forward, batch_norm.batch_norm_act_forward, x,
+        conv_weight, weight, bias, running_mean, running_var, training, eps,
     )  # fmt: skip
 
 
-# --- registration -----------------------------------------------------------------------------
+# --- the op and its registrations -----------------------------------------------------------
 
 
-@torch.library.custom_op("attngan_fast::upsample_conv3x3_bn_glu", mutates_args=())
-def _upsample_conv3x3_bn_glu_op(
+def _fake_forward(
     x: Tensor,
     conv_weight: Tensor,
     weight: Tensor | None,
@@ -109,16 +105,7 @@ def _upsample_conv3x3_bn_glu_op(
     running_var: Tensor | None,
     training: bool,
     eps: float,
-    backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    impl = _backend.implementation(OP, backend)
-    return impl.upsample_conv3x3_bn_glu_forward(
-        x, conv_weight, weight, bias, running_mean, running_var, training, eps
-    )
-
-
-@_upsample_conv3x3_bn_glu_op.register_fake
-def _(x, conv_weight, weight, bias, running_mean, running_var, training, eps, backend):
     b, _, h, w = x.shape
     c2 = conv_weight.shape[0]
     fmt = _layout.memory_format(x)
@@ -130,38 +117,41 @@ def _(x, conv_weight, weight, bias, running_mean, running_var, training, eps, ba
 
 
 def _setup_context(ctx, inputs, output):
-    x, conv_weight, weight, bias, running_mean, running_var, training, eps, backend = inputs
+    x, conv_weight, weight, bias, running_mean, running_var, training, eps = inputs
     _, conv_out, mean, var = output
     if not training:
         mean, var = running_mean, running_var
     ctx.save_for_backward(x, conv_weight, conv_out, weight, bias, mean, var)
-    ctx.training, ctx.eps, ctx.backend = training, eps, backend
+    ctx.training, ctx.eps = training, eps
     ctx.mark_non_differentiable(*output[1:])
 
 
-def _backward(ctx, grad_y, _grad_conv_out, _grad_mean, _grad_var):
+def _backward(impl, ctx, grad_y, _grad_conv_out, _grad_mean, _grad_var):
     x, conv_weight, conv_out, weight, bias, mean, var = ctx.saved_tensors
     need_x, need_cw, need_w, need_b = ctx.needs_input_grad[:4]
     grad_x = grad_cw = grad_w = grad_b = None
     if any((need_x, need_cw, need_w, need_b)):
-        grad_conv, grad_w, grad_b = batch_norm._batch_norm_act_backward_op(
-            _layout.dense(grad_y), conv_out, weight, bias, mean, var, ctx.training, ctx.eps,
-            "glu", ctx.backend,
-        )  # fmt: skip
-    if need_x or need_cw:
-        grad_x, grad_cw = upsample_conv._upsample_conv3x3_backward_op(
-            grad_conv, x, conv_weight, need_x, need_cw, ctx.backend
+        bn = registry.implementation(batch_norm.OP, impl.backend)
+        grad_conv, grad_w, grad_b = bn.backward_op(
+            _layout.dense(grad_y), conv_out, weight, bias, mean, var, ctx.training, ctx.eps, "glu"
         )
+    if need_x or need_cw:
+        conv = registry.implementation(upsample_conv.OP, impl.backend)
+        grad_x, grad_cw = conv.backward_op(grad_conv, x, conv_weight, need_x, need_cw)
     return (
         grad_x if need_x else None,
         grad_cw if need_cw else None,
         grad_w if need_w else None,
         grad_b if need_b else None,
-        None, None, None, None, None,
+        None, None, None, None,
     )  # fmt: skip
 
 
-_upsample_conv3x3_bn_glu_op.register_autograd(_backward, setup_context=_setup_context)
+# no backward kernel of its own: the backward runs the two ops' backward kernels
+registry.define_op(
+    OP, _fake_forward, None, _setup_context, _backward, reference=upsample_conv3x3_bn_glu_reference
+)
+registry.TORCH.register(OP, upsample_conv3x3_bn_glu_forward)
 
 
 # --- public op --------------------------------------------------------------------------------
@@ -187,7 +177,8 @@ def upsample_conv3x3_bn_glu(
         conv_weight: 2C x Cin x 3 x 3 (the conv has no bias).
         weight, bias, running_mean, running_var: 2C each (float32 also for half/bfloat16 x), or
             None; running statistics are updated in place in training mode, as ``F.batch_norm``.
-        backend: ``"torch"``, ``"triton"`` or None (``ATTNGAN_FAST_BACKEND``, else automatic).
+        backend: a registered backend (``"torch"``, ``"triton"``, ``"reference"``, ...),
+            ``"auto"``, or None (``use_backend``, ``ATTNGAN_FAST_BACKEND``, else automatic).
 
     Returns B x C x 2H x 2W in x's memory format. Under autocast, x and conv_weight are cast to
     the autocast dtype (as ``upsample_conv3x3`` does); the BatchNorm parameters stay as given.
@@ -210,8 +201,15 @@ def upsample_conv3x3_bn_glu(
         ("running_mean", running_mean),
         ("running_var", running_var),
     )
-    name = _backend.resolve_backend(OP, backend, x.device)
-    y, _, mean, var = _upsample_conv3x3_bn_glu_op(
+    call = registry.Call(
+        x.device, x.dtype, {"x": tuple(x.shape), "conv_weight": tuple(conv_weight.shape)}
+    )
+    impl = registry.choose(OP, call, backend)
+    if impl.composite is not None:
+        return impl.composite(
+            x, conv_weight, weight, bias, running_mean, running_var, training, momentum, eps
+        )
+    y, _, mean, var = impl.forward_op(
         _layout.dense(x),
         conv_weight.contiguous(),
         weight,
@@ -220,7 +218,6 @@ def upsample_conv3x3_bn_glu(
         running_var,
         training,
         eps,
-        name,
     )
     if training and running_mean is not None:
         batch_norm.update_running_stats(running_mean, running_var, mean, var, per_channel, momentum)

@@ -1,4 +1,5 @@
-"""``word_attention``: G's word-region attention (GlobalAttentionGeneral), spec section 3.
+"""``word_attention``: G's word-region attention (``GlobalAttentionGeneral`` of the original
+AttnGAN code, taoxugit/AttnGAN ``code/GlobalAttention.py``; Xu et al., CVPR 2018, section 3.1).
 
 For each sample b and region n of the image features, a softmax over the T words of the
 scores ``query[b, :, n] . source[b, :, t]`` (masked words excluded) weights the word features:
@@ -11,19 +12,20 @@ With ``legacy_mask=True`` region n of sample b uses the mask of sample (b*N + n)
 what the original code's ``mask.repeat(N, 1)`` did (issue #93 of the original repository).
 
 ``query`` may have its regions or its channels innermost (a channels-last feature map flattened
-to B x C x (H W) is the second, and is not copied); ``context`` and ``grad_query`` come in
-``query``'s layout.
+to B x C x (H W) is the second, and is not copied); the kernel backends return ``context`` and
+``grad_query`` in ``query``'s layout.
 
-This module holds the public op, its ``torch.library`` registration, and the ``torch`` backend
-(the reference forward and its closed-form backward). Backend contract (source, mask, attn, lse
-and grad_attn contiguous; query dense with regions or channels innermost, and context,
+This module defines the op (``registry.define_op``) and registers two backends: ``reference``
+(``word_attention_reference``, differentiated by autograd) and ``torch`` (the same forward and
+a closed-form backward, as kernels). The kernels' contract (source, mask, attn, lse and
+grad_attn contiguous; query dense with regions or channels innermost, and context,
 grad_context and grad_query in query's layout):
 
-* ``word_attention_forward(query, source, mask, need_attn, legacy_mask)``
+* ``forward(query, source, mask, need_attn, legacy_mask)``
   -> ``(context B x C x N, attn B x T x N or empty, lse B x N)``; ``lse`` is float32
   (float64 for float64 inputs): the log-sum-exp of each region's masked scores, ``+inf`` for a
   region with no valid word.
-* ``word_attention_backward(grad_context, grad_attn | None, query, source, mask, lse, legacy_mask)``
+* ``backward(grad_context, grad_attn | None, query, source, mask, lse, legacy_mask)``
   -> ``(grad_query, grad_source)``.
 """
 
@@ -32,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attngan_fast.ops import _backend, _checks, _layout
+from attngan_fast.ops import _checks, _layout, registry
 
 OP = "word_attention"
 
@@ -77,11 +79,7 @@ def word_attention_reference(
     return context, (attn.transpose(1, 2) if need_attn else None)
 
 
-# --- torch backend ----------------------------------------------------------------------------
-
-
-def word_attention_supported(device: torch.device) -> str | None:
-    return None
+# --- torch backend: the kernels' contract in PyTorch ----------------------------------------
 
 
 def word_attention_forward(
@@ -107,7 +105,8 @@ def word_attention_backward(
 ) -> tuple[Tensor, Tensor]:
     acc = _checks.acc_dtype(query.dtype)
     q, s, g = query.to(acc), source.to(acc), grad_context.to(acc)
-    scores = _masked_scores(q, s, mask, legacy_mask)
+    # the forward's scores, rounded as it rounded them (bf16 / fp16 products), so p is its attn
+    scores = _masked_scores(query, source, mask, legacy_mask)
     p = torch.exp(scores - lse[..., None])  # B x N x T, zero on masked words and empty rows
     dp = torch.bmm(g.transpose(1, 2), s)  # B x N x T
     if grad_attn is not None:
@@ -118,24 +117,12 @@ def word_attention_backward(
     return _layout.like(grad_query.to(query.dtype), query), grad_source.to(source.dtype)
 
 
-# --- registration -----------------------------------------------------------------------------
+# --- the op and its registrations -----------------------------------------------------------
 
 
-@torch.library.custom_op("attngan_fast::word_attention", mutates_args=())
-def _word_attention_op(
-    query: Tensor,
-    source: Tensor,
-    mask: Tensor | None,
-    need_attn: bool,
-    legacy_mask: bool,
-    backend: str,
+def _fake_forward(
+    query: Tensor, source: Tensor, mask: Tensor | None, need_attn: bool, legacy_mask: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    impl = _backend.implementation(OP, backend)
-    return impl.word_attention_forward(query, source, mask, need_attn, legacy_mask)
-
-
-@_word_attention_op.register_fake
-def _(query, source, mask, need_attn, legacy_mask, backend):
     batch, _, n = query.shape
     attn = query.new_empty(batch, source.shape[2], n) if need_attn else query.new_empty(0)
     return (
@@ -145,8 +132,7 @@ def _(query, source, mask, need_attn, legacy_mask, backend):
     )
 
 
-@torch.library.custom_op("attngan_fast::word_attention_backward", mutates_args=())
-def _word_attention_backward_op(
+def _fake_backward(
     grad_context: Tensor,
     grad_attn: Tensor | None,
     query: Tensor,
@@ -154,39 +140,32 @@ def _word_attention_backward_op(
     mask: Tensor | None,
     lse: Tensor,
     legacy_mask: bool,
-    backend: str,
 ) -> tuple[Tensor, Tensor]:
-    impl = _backend.implementation(OP, backend)
-    return impl.word_attention_backward(
-        grad_context, grad_attn, query, source, mask, lse, legacy_mask
-    )
-
-
-@_word_attention_backward_op.register_fake
-def _(grad_context, grad_attn, query, source, mask, lse, legacy_mask, backend):
     return torch.empty_like(query), torch.empty_like(source)
 
 
 def _setup_context(ctx, inputs, output):
-    query, source, mask, need_attn, legacy_mask, backend = inputs
+    query, source, mask, need_attn, legacy_mask = inputs
     ctx.save_for_backward(query, source, mask, output[2])
-    ctx.need_attn, ctx.legacy_mask, ctx.backend = need_attn, legacy_mask, backend
+    ctx.need_attn, ctx.legacy_mask = need_attn, legacy_mask
     ctx.mark_non_differentiable(output[2])
 
 
-def _backward(ctx, grad_context, grad_attn, _grad_lse):
+def _backward(impl, ctx, grad_context, grad_attn, _grad_lse):
     query, source, mask, lse = ctx.saved_tensors
     if grad_context is None:
         grad_context = torch.zeros_like(query)
     grad_attn = grad_attn.contiguous() if (ctx.need_attn and grad_attn is not None) else None
-    grad_query, grad_source = _word_attention_backward_op(
-        _layout.like(grad_context, query), grad_attn, query, source, mask, lse, ctx.legacy_mask,
-        ctx.backend,
-    )  # fmt: skip
-    return grad_query, grad_source, None, None, None, None
+    grad_query, grad_source = impl.backward_op(
+        _layout.like(grad_context, query), grad_attn, query, source, mask, lse, ctx.legacy_mask
+    )
+    return grad_query, grad_source, None, None, None
 
 
-_word_attention_op.register_autograd(_backward, setup_context=_setup_context)
+registry.define_op(
+    OP, _fake_forward, _fake_backward, _setup_context, _backward, reference=word_attention_reference
+)
+registry.TORCH.register(OP, word_attention_forward, word_attention_backward)
 
 
 # --- public op --------------------------------------------------------------------------------
@@ -210,8 +189,8 @@ def word_attention(
         mask: B x T bool, True where the word is padding; None for no mask.
         need_attn: return the attention map (else None; the fast backends then never write it).
         legacy_mask: reproduce the original code's misaligned mask (see the module docstring).
-        backend: ``"torch"``, ``"triton"``, ``"cuda"`` or None (``ATTNGAN_FAST_BACKEND``, else
-            automatic).
+        backend: a registered backend (``"torch"``, ``"triton"``, ``"cuda"``, ``"reference"``,
+            ...), ``"auto"``, or None (``use_backend``, ``ATTNGAN_FAST_BACKEND``, else automatic).
     """
     _checks.check_float("query", query, "B x C x N", 3)
     _checks.check_float("source", source, "B x C x T", 3)
@@ -235,13 +214,17 @@ def word_attention(
     if cast is not None:
         query, source = query.to(cast), source.to(cast)
     _checks.check_same_dtype(("query", query), ("source", source))
-    name = _backend.resolve_backend(OP, backend, query.device)
-    context, attn, _ = _word_attention_op(
+    call = registry.Call(
+        query.device, query.dtype, {"query": tuple(query.shape), "source": tuple(source.shape)}
+    )
+    impl = registry.choose(OP, call, backend)
+    if impl.composite is not None:
+        return impl.composite(query, source, mask, need_attn, legacy_mask)
+    context, attn, _ = impl.forward_op(
         _layout.dense_regions(query),
         source.contiguous(),
         None if mask is None else mask.contiguous(),
         need_attn,
         legacy_mask,
-        name,
     )
     return context, (attn if need_attn else None)

@@ -159,7 +159,7 @@ class DrawingEngine:
 
     def info(self) -> dict[str, Any]:
         """What ``GET /api/health`` reports: the model, the device, the ops' backend, the limits."""
-        from attngan_fast.ops._backend import resolve_backend
+        from attngan_fast.ops import resolve_backend
 
         device = self.models.device
         return {
@@ -171,7 +171,7 @@ class DrawingEngine:
                 "z_dim": self.models.z_dim,
             },
             "device": str(device),
-            "attention_backend": resolve_backend("word_attention", None, device),
+            "attention_backend": resolve_backend("word_attention", device),
             "limits": asdict(self.limits),
         }
 

@@ -1,24 +1,32 @@
-"""The baselines' plain-PyTorch model computes what the original code computes (oracles written
-from the original: ``tests/fixtures/original_forward.py`` and ``ops.original``'s loop)."""
+"""The baselines' plain-PyTorch model runs the ops on the reference backend and computes what the
+original code computes (oracles written from the original: ``tests/fixtures/original_forward.py``
+and ``ops.original``'s loop)."""
 
 import copy
 
+import pytest
 import torch
 from fixtures.original_forward import g_net_forward
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from attngan_fast import ops
-from attngan_fast.bench.e2e import plain_pytorch, tiny_config
-from attngan_fast.bench.ops import damsm_loss_reference
-from attngan_fast.ops import original
+from attngan_fast.bench.e2e import COMPILED_REFERENCE, plain_pytorch, tiny_config
+from attngan_fast.ops import original, registry
 from attngan_fast.runtime.networks import build_generator
 
 
-def test_plain_pytorch_swaps_and_restores_the_ops():
-    before = ops.upsample_conv3x3
+def test_plain_pytorch_selects_the_reference_backend_and_restores_the_choice():
+    for op in registry.op_names():
+        assert ops.resolve_backend(op) == "torch"
     with plain_pytorch():
-        assert ops.upsample_conv3x3 is not before and ops.damsm_loss is damsm_loss_reference
-    assert ops.upsample_conv3x3 is before
+        for op in registry.op_names():
+            assert ops.resolve_backend(op) == "reference", op
+    with plain_pytorch(compile_backend="eager"):
+        assert ops.resolve_backend("damsm_word_similarity") == COMPILED_REFERENCE
+        assert ops.resolve_backend("word_attention") == "reference"
+    assert COMPILED_REFERENCE not in registry.backend_names("damsm_word_similarity")
+    for op in registry.op_names():
+        assert ops.resolve_backend(op) == "torch"
 
 
 def test_generator_in_plain_pytorch_is_the_original_forward():
@@ -45,9 +53,11 @@ def test_generator_in_plain_pytorch_is_the_original_forward():
             torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
 
 
-def test_damsm_loss_reference_is_the_original_loop():
-    """The baselines' DAMSM loss against the original per-caption loop (``words_loss``,
-    ``sent_loss`` as the original wrote them), same-class pairs masked."""
+@pytest.mark.parametrize("compile_backend", [None, "eager"])
+def test_plain_damsm_loss_is_the_original_loop(compile_backend):
+    """The baselines' DAMSM loss (eager, and with the compiled similarity) against the original
+    per-caption loop (``words_loss``, ``sent_loss`` as the original wrote them), same-class
+    pairs masked; no custom op runs."""
     torch.manual_seed(0)
     b, d, t = 4, 8, 5
     args = (torch.randn(b, d, 3, 3), torch.randn(b, d), torch.randn(b, d, t), torch.randn(b, d))
@@ -56,7 +66,9 @@ def test_damsm_loss_reference_is_the_original_loop():
     labels = torch.arange(b)
     w0, w1, _, _ = original.words_loss(local, words, labels, lens, classes, b, 4.0, 5.0, 10.0)
     s0, s1 = original.sent_loss(code, sent, labels, classes, b, 10.0)
-    got = damsm_loss_reference(*args, lens, classes, 4.0, 5.0, 10.0)
+    with plain_pytorch(compile_backend), _OpNames() as names:
+        got = ops.damsm_loss(*args, lens, classes, 4.0, 5.0, 10.0)
+    assert not {n for n in names.names if n.startswith("attngan_fast::")}
     for x, y in zip(got[:4], (w0, w1, s0, s1), strict=True):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
 
@@ -74,7 +86,7 @@ class _OpNames(TorchDispatchMode):
 
 
 def test_plain_pytorch_reaches_every_call_site_of_the_fused_ops():
-    """If a model imported an op by name, the swap would miss it: no custom op may run."""
+    """On the reference backend no custom op runs (every op of G is plain PyTorch)."""
     cfg = tiny_config()
     g = build_generator(cfg)
     z, sent, words = torch.randn(2, cfg.GAN.Z_DIM), torch.randn(2, 256), torch.randn(2, 256, 4)
@@ -83,5 +95,8 @@ def test_plain_pytorch_reaches_every_call_site_of_the_fused_ops():
     with plain_pytorch(), _OpNames() as plain:
         g(z, sent, words, None, need_attn=False)
     custom = {n for n in fused.names if n.startswith("attngan_fast::")}
-    assert {"attngan_fast::word_attention", "attngan_fast::upsample_conv3x3_bn_glu"} <= custom
+    assert {
+        "attngan_fast::word_attention_torch",
+        "attngan_fast::upsample_conv3x3_bn_glu_torch",
+    } <= custom
     assert not {n for n in plain.names if n.startswith("attngan_fast::")}

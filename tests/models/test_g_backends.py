@@ -16,7 +16,7 @@ import torch
 from parity import assert_rel_parity
 
 from attngan_fast.models import G_NET, init_weights
-from attngan_fast.ops import _backend
+from attngan_fast.ops import registry
 
 
 def _inputs(batch, words, device):
@@ -33,7 +33,7 @@ def _inputs(batch, words, device):
 
 def _step(g, inputs, backend, monkeypatch, dtype):
     """One training forward + backward: (images..., parameter grads..., running stats...)."""
-    monkeypatch.setenv(_backend.ENV_VAR, backend)
+    monkeypatch.setenv(registry.ENV_VAR, backend)
     g = copy.deepcopy(g).to(dtype).train()
     inputs = [t.to(dtype) if t.is_floating_point() else t for t in inputs]
     torch.manual_seed(1)  # the same noise in CA_NET

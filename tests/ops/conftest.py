@@ -1,14 +1,37 @@
-"""Fixtures of the op tests: spies that prove a Triton kernel really ran (no silent fallback),
-and, with ``ATTNGAN_FAST_GPU_NUMERICS=1`` under the interpreter, the GPU's fp32 numerics
+"""Fixtures of the op tests: the backend a parametrised test runs (the emulated cuda kernels
+registered for it), spies that prove a Triton kernel really ran (no silent fallback), and, with
+``ATTNGAN_FAST_GPU_NUMERICS=1`` under the interpreter, the GPU's fp32 numerics
 (``gpu_numerics.py``: TF32 / 3xTF32 ``tl.dot``, approximate sqrt, division and exp) for the whole
 session."""
 
 from __future__ import annotations
 
+import cuda_emulation
 import gpu_numerics
 import pytest
 
-from attngan_fast.ops._backend import triton_interpret
+from attngan_fast.ops.triton._common import triton_interpret
+
+
+@pytest.fixture(scope="session")
+def emulation_library(tmp_path_factory):
+    """The csrc kernels built for the host emulation (once a session), or a skip saying why."""
+    try:
+        return cuda_emulation.build(tmp_path_factory.mktemp("cuda_emulation"))
+    except cuda_emulation.Unavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def backend(request):
+    """The backend name of a test parametrised with ``indirect=["backend"]``; the emulated cuda
+    kernels are registered for the test when it is theirs."""
+    name = request.param
+    if name != cuda_emulation.NAME:
+        yield name
+        return
+    with cuda_emulation.registered(request.getfixturevalue("emulation_library")):
+        yield name
 
 
 class KernelSpy:

@@ -16,7 +16,13 @@ import pytest
 import torch
 import torch.utils.cpp_extension as cpp
 
-from attngan_fast.ops import _backend, cuda_build, cuda_ext
+from attngan_fast.ops import (
+    BackendUnavailableError,
+    available_backends,
+    cuda_build,
+    cuda_ext,
+    registry,
+)
 
 
 def _fake_module() -> types.ModuleType:
@@ -50,10 +56,11 @@ def cuda_torch(monkeypatch, tmp_path):
 
 
 def test_first_call_builds_the_extension_once_and_says_so(cuda_torch, caplog):
-    assert cuda_ext.word_attention_supported(torch.device("cuda")) is None
+    assert cuda_ext._extension_missing() == ""
     with caplog.at_level(logging.WARNING, logger="attngan_fast"):
-        out = cuda_ext.word_attention_forward("q", "s", None, True, False)
-        cuda_ext.batch_norm_act_forward("x", None, None, None, None, None, True, 1e-5, "glu")
+        out = cuda_ext.binding("word_attention_forward")("q", "s", None, True, False)
+        cuda_ext.binding("batch_norm_act_forward")("x", None, None, None, None, None, True, 1e-5,
+                                                   "glu")  # fmt: skip
     assert out[0] == "called"
     assert len(cuda_torch.calls) == 1  # built once, then reused
     call = cuda_torch.calls[0]
@@ -70,11 +77,11 @@ def test_first_call_builds_the_extension_once_and_says_so(cuda_torch, caplog):
 
 def test_the_env_var_turns_the_build_off(cuda_torch, monkeypatch):
     monkeypatch.setenv(cuda_ext.NO_BUILD_ENV, "1")
-    why = cuda_ext.word_attention_supported(torch.device("cuda"))
+    why = cuda_ext._extension_missing()
     assert "not built" in why and cuda_ext.NO_BUILD_ENV in why
-    assert "cuda" not in _backend.available_backends("word_attention", "cuda")
-    with pytest.raises(_backend.BackendUnavailableError, match=cuda_ext.NO_BUILD_ENV):
-        cuda_ext.word_attention_forward("q", "s", None, True, False)
+    assert "cuda" not in available_backends("word_attention", "cuda")
+    with pytest.raises(BackendUnavailableError, match=cuda_ext.NO_BUILD_ENV):
+        cuda_ext.binding("word_attention_forward")("q", "s", None, True, False)
     assert cuda_torch.calls == []
 
 
@@ -157,9 +164,15 @@ def test_default_archs_end_with_ptx(monkeypatch):
 
 
 def test_bindings_match_what_the_backend_calls():
-    """Every ``_C.<name>`` the cuda backend calls is in BINDINGS (the CI build checks them)."""
+    """Every ``_C.<name>`` the cuda backend calls is in BINDINGS (the CI build checks them):
+    the bindings its registered kernels are, and those its adapters call."""
     import inspect
     import re
 
-    called = set(re.findall(r"extension\(\)\.(\w+)\(", inspect.getsource(cuda_ext)))
-    assert called == set(cuda_build.BINDINGS)
+    bound = {
+        getattr(fn, "binding", None)
+        for impl in (registry.implementation(op, "cuda") for op in cuda_ext._KERNELS)
+        for fn in (impl.forward, impl.backward)
+    } - {None}
+    direct = set(re.findall(r"extension\(\)\.(\w+)\(", inspect.getsource(cuda_ext)))
+    assert bound | direct == set(cuda_build.BINDINGS)

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from attngan_fast.ops._backend import triton_interpret
+from attngan_fast.ops.triton._common import triton_interpret
 
 pytestmark = pytest.mark.skipif(not triton_interpret(), reason="emulates GPU numerics on the CPU")
 

@@ -1,193 +1,146 @@
-"""upsample_conv3x3_bn_glu (G's upBlock as one op) against float64 references, on every backend.
+"""upsample_conv3x3_bn_glu (G's upBlock as one op) on every backend: parity with an independent
+float64 oracle (output, gradients, running statistics), layouts, registration, errors,
+torch.compile; the triton backend's statistics epilogue (it really runs, its partials merge to
+the statistics of the stored conv output) and its kernel compiled for the GPU.
 
-The triton backend takes its BatchNorm statistics from the conv kernel's epilogue; these tests
-check the result, that the epilogue path really runs (no separate statistics pass), the merge of
-many partials, and the op's contract (opcheck, errors). On CPU the kernels run through the
-Triton interpreter (tests/conftest.py): tiny odd shapes. The ``gpu`` tests use G's real shapes.
+Parity rule (``tests/parity.py``, relative form): a backend's relative error against the float64
+oracle (``oracles.py``: the upsampled convolution, then BatchNorm and GLU, from their
+definitions) is at most twice that of the same-dtype torch backend (for torch: the reference
+backend) plus ``sum_slack_eps`` units of the inputs' dtype: one for bf16 / fp16 inputs (each
+output computed in fp32 and rounded once; the conv output in between is rounded to that dtype,
+and the float32 statistics and parameter gradients are sums over it, so they too are only as
+exact as one rounding to it), log2(N) for fp32 / fp64 inputs (BatchNorm's sums over N values). fp32
+convolutions are IEEE on both sides here (TF32 against cuDNN: test_upsample_conv.py; the conv's
+backward input comes out of BatchNorm, where no test could round it as cuDNN does).
 """
+
+from __future__ import annotations
+
+import importlib
 
 import pytest
 import torch
-import torch.nn.functional as F
-from parity import assert_parity, assert_rel_parity
+from inputs import (
+    DEVICE,
+    backend_dtypes,
+    backends,
+    kernel_backends,
+    leaves,
+    parity_reference,
+    up_block_inputs,
+)
+from oracles import EPS, MOMENTUM, exact_batch_norm, exact_upsample_conv
+from parity import assert_parity, assert_rel_parity, sum_slack_eps
 from triton_aot import ARCHS, SPILL_SLACK, assert_fits, run_aot_script
 
 from attngan_fast import ops
-from attngan_fast.ops import _layout
-from attngan_fast.ops.triton import batch_norm as triton_bn
-from attngan_fast.ops.triton import upsample_conv as triton_conv
-from attngan_fast.ops.triton import upsample_conv_bn as triton_fused
+from attngan_fast.ops import _layout, registry
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-MOMENTUM, EPS = 0.1, 1e-5
+OP = "upsample_conv3x3_bn_glu"
+triton_bn = importlib.import_module("attngan_fast.ops.triton.batch_norm")
+triton_conv = importlib.import_module("attngan_fast.ops.triton.upsample_conv")
+triton_fused = importlib.import_module("attngan_fast.ops.triton.upsample_conv_bn")
+DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 @pytest.fixture(autouse=True)
 def _ieee_fp32_conv(monkeypatch):
-    """fp32 convolutions in IEEE on both sides (the kernel follows cudnn.allow_tf32): the fused
-    op's parity is checked here, TF32 against cuDNN's in test_triton_upsample_conv.py (the
-    conv's backward input comes out of BatchNorm, where no test could round it as cuDNN does)."""
+    """fp32 convolutions in IEEE on both sides (the kernel follows cudnn.allow_tf32)."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
 
 
-def _make(batch, cin, c2, side, dtype, channels_last, affine=True, device=DEVICE):
-    """x, conv_weight, weight | None, bias | None, (running_mean, running_var), grad_y."""
-    x = (torch.randn(batch, cin, side, side + 1, device=device) + 0.3).to(dtype)
-    conv_weight = (torch.randn(c2, cin, 3, 3, device=device) / (3 * cin**0.5)).to(dtype)
-    weight = torch.randn(c2, device=device) * 0.3 + 1 if affine else None
-    bias = torch.randn(c2, device=device) * 0.2 if affine else None
-    running = (torch.randn(c2, device=device) * 0.1, torch.rand(c2, device=device) + 0.5)
-    grad_y = torch.randn(batch, c2 // 2, 2 * side, 2 * side + 2, device=device).to(dtype)
-    if channels_last:
-        x = x.to(memory_format=torch.channels_last)
-        grad_y = grad_y.to(memory_format=torch.channels_last)
-    return x, conv_weight, weight, bias, running, grad_y
+def exact_up_block(x, conv_weight, weight, bias, running, training):
+    """float64 (y, running_mean, running_var): BatchNorm + GLU of the upsampled convolution."""
+    return exact_batch_norm(
+        exact_upsample_conv(x, conv_weight), None, weight, bias, running, training, "glu"
+    )
 
 
-def _run(x, conv_weight, weight, bias, running, grad_y, training, backend, to=None):
-    """(y, grads of x, conv_weight[, weight, bias], running_mean, running_var) after one call."""
-
-    def prep(t):
-        if t is None:
-            return None
-        t = t.detach().to(to) if to is not None else t.detach().clone()
-        return t.requires_grad_(True)
-
-    leaves = [prep(t) for t in (x, conv_weight, weight, bias)]
+def _run(backend, x, conv_weight, weight, bias, running, grad_y, training, to=None):
+    """(y, grads of x, conv_weight[, weight, bias], running_mean, running_var) after one call
+    (``backend`` None: the oracle)."""
+    inputs = leaves(x, conv_weight, weight, bias, to=to)
     rm, rv = (t.detach().clone().to(to or t.dtype) for t in running)
-    y = ops.upsample_conv3x3_bn_glu(*leaves, rm, rv, training, MOMENTUM, EPS, backend=backend)
-    g = grad_y.detach().to(to) if to is not None else grad_y
-    grads = torch.autograd.grad(y, [t for t in leaves if t is not None], g)
-    return (y, *grads, rm, rv)
+    if backend is None:
+        y, rm, rv = exact_up_block(*inputs, (rm, rv), training)
+    else:
+        y = ops.upsample_conv3x3_bn_glu(*inputs, rm, rv, training, MOMENTUM, EPS, backend=backend)
+    wrt = [t for t in inputs if t is not None]
+    return (y.detach(), *torch.autograd.grad(y, wrt, grad_y.to(y.dtype)), rm, rv)
 
 
-def _check(batch, cin, c2, side, training, dtype=torch.float32, channels_last=False,
-           affine=True, backend="triton", grad_y=None, device=DEVICE):  # fmt: skip
-    x, cw, w, b, running, gy = _make(batch, cin, c2, side, dtype, channels_last, affine, device)
+def _check_parity(backend, batch, cin, c2, side, training, dtype=torch.float32,
+                  layout="contiguous", affine=True, grad_y=None):  # fmt: skip
+    x, cw, w, b, running, gy = up_block_inputs(batch, cin, c2, side, dtype, layout, affine)
     args = (x, cw, w, b, running, gy if grad_y is None else grad_y, training)
-    got = _run(*args, backend)
-    ref = _run(*args, "torch")
-    exact = _run(*args, "torch", to=torch.float64)
-    # two ops deep, and BN's sums (grad of bias: sum of dz) cancel: as the block chain's slack
+    got = _run(backend, *args)
+    ref = _run(parity_reference(backend), *args)
+    exact = _run(None, *args, to=torch.float64)
+    n = batch * (2 * side) * (2 * side + 2)  # values per channel of the conv output
     for i, (g, r, e) in enumerate(zip(got, ref, exact)):
-        assert g.shape == e.shape, i
-        assert_rel_parity(f"output {i}", g, r, e, dtype, slack_eps=16)
+        assert g.shape == e.shape and g.dtype == r.dtype, i
+        assert_rel_parity(f"output {i}", g, r, e, dtype, slack_eps=sum_slack_eps(dtype, n))
     assert got[0].dtype == dtype and got[1].dtype == dtype
     fmt = _layout.memory_format(x)
     assert got[0].is_contiguous(memory_format=fmt) and got[1].is_contiguous(memory_format=fmt)
-    if not training:
+    if not training:  # running statistics untouched
         assert torch.equal(got[-2], running[0]) and torch.equal(got[-1], running[1])
     return got
 
 
-def test_reference_is_upsample_conv_then_batch_norm_glu():
-    """The torch backend equals the composition of the two public ops' references, and the
-    running statistics move as with F.batch_norm."""
-    x, cw, w, b, running, _ = _make(3, 5, 6, 4, torch.float64, False, device="cpu")
-    rm, rv = (t.clone().double() for t in running)
-    y = ops.upsample_conv3x3_bn_glu(x, cw, w, b, rm, rv, True, MOMENTUM, EPS, backend="torch")
-    rm2, rv2 = (t.clone().double() for t in running)
-    conv_out = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), cw, padding=1)
-    want = F.glu(F.batch_norm(conv_out, rm2, rv2, w.double(), b.double(), True, MOMENTUM, EPS), 1)
-    torch.testing.assert_close(y, want)
-    torch.testing.assert_close(rm, rm2)
-    torch.testing.assert_close(rv, rv2)
+@pytest.mark.parametrize(("backend", "dtype"), backend_dtypes(OP, DTYPES), indirect=["backend"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_parity_with_float64(backend, dtype, layout, training):
+    _check_parity(backend, 3, 5, 6, 4, training, dtype, layout)
 
 
-@pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("batch", [1, 3])
-def test_triton_forward_gradients_and_running_stats(batch, channels_last, training):
-    _check(batch, 5, 6, 5, training, channels_last=channels_last)
+@pytest.mark.parametrize("backend", backends(OP), indirect=True)
+def test_batch_of_one(backend):
+    _check_parity(backend, 1, 5, 6, 5, True, layout="channels_last")
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_triton_half_precision(dtype):
-    _check(3, 5, 6, 4, True, dtype=dtype, channels_last=True)
-    _check(2, 5, 6, 4, False, dtype=dtype)
-
-
-def test_triton_wide_channels_and_no_affine():
+@pytest.mark.parametrize("backend", backends(OP), indirect=True)
+def test_wide_channels_and_no_affine(backend):
     """Several GEMM tiles along every axis (the epilogue's partials of many tiles merge)."""
-    _check(2, 19, 34, 9, True, channels_last=True)
-    _check(2, 7, 10, 3, True, affine=False)
+    _check_parity(backend, 2, 19, 34, 9, True, layout="channels_last")
+    _check_parity(backend, 2, 7, 10, 3, True, affine=False)
 
 
-def test_triton_stride_zero_upstream_gradient():
+@pytest.mark.parametrize("backend", backends(OP), indirect=True)
+def test_stride_zero_upstream_gradient(backend):
     grad_y = torch.ones(1, 1, 1, 1, device=DEVICE).expand(3, 3, 8, 10)
-    _check(3, 5, 6, 4, True, grad_y=grad_y)
+    _check_parity(backend, 3, 5, 6, 4, True, grad_y=grad_y)
 
 
-def test_triton_statistics_come_from_the_conv_epilogue(spy_kernels):
-    """Training: the conv kernel's epilogue replaces BN's statistics pass; eval: no statistics."""
-    stats, apply_ = spy_kernels(triton_bn, "_stats_kernel", "_apply_kernel")
-    (merge,) = spy_kernels(triton_bn, "_merge_kernel")
-    (conv,) = spy_kernels(triton_conv, "_forward_kernel")
-    x, cw, w, b, (rm, rv), _ = _make(2, 4, 6, 5, torch.float32, True)
-    assert triton_fused.uses_epilogue_stats(x, cw, True)
-    ops.upsample_conv3x3_bn_glu(x, cw, w, b, rm, rv, True, MOMENTUM, EPS, backend="triton")
-    assert (conv.launches, stats.launches, merge.launches, apply_.launches) == (1, 0, 1, 1)
-    ops.upsample_conv3x3_bn_glu(x, cw, w, b, rm, rv, False, MOMENTUM, EPS, backend="triton")
-    assert (conv.launches, stats.launches, merge.launches, apply_.launches) == (2, 0, 1, 2)
-
-
-def test_triton_float64_composes_the_two_ops():
-    """float64 (no fp64 tl.dot): the conv takes path (a), BN computes its own statistics."""
-    x, cw, w, b, running, gy = _make(2, 3, 4, 3, torch.float64, False)
-    assert not triton_fused.uses_epilogue_stats(x, cw, True)
-    got = _run(x, cw, w, b, running, gy, True, "triton")
-    want = _run(x, cw, w, b, running, gy, True, "torch")
-    for g, r in zip(got, want):
-        torch.testing.assert_close(g, r)
-
-
-@pytest.mark.parametrize("splits", [1, 7, 200])
-def test_merge_partials_matches_float64_statistics(splits):
-    """merge_partials of per-group (mean, M2, count) equals the mean and biased variance of all
-    values, also for more partials than one merge launch takes (200 > BLOCK_P)."""
-    c = 5
-    counts = torch.randint(1, 9, (splits,))
-    groups = [torch.randn(int(n), c, dtype=torch.float64) * 3 + 10 for n in counts]
-    part = torch.stack([
-        torch.stack([gr.mean(0) for gr in groups]),
-        torch.stack([((gr - gr.mean(0)) ** 2).sum(0) for gr in groups]),
-        counts[:, None].double().expand(splits, c),
-    ]).float().to(DEVICE)  # fmt: skip
-    mean, var = triton_bn.merge_partials(part)
-    values = torch.cat(groups)
-    want_var, want_mean = torch.var_mean(values, dim=0, unbiased=False)
-    # inputs rounded to fp32 once (|mean| ~ 10): a few units of fp32 rounding
-    torch.testing.assert_close(mean.double().cpu(), want_mean, rtol=0, atol=10 * 2**-20)
-    torch.testing.assert_close(var.double().cpu(), want_var, rtol=1e-5, atol=0)
-
-
-def test_epilogue_statistics_equal_those_of_the_stored_output():
-    """The statistics the epilogue produced are those of the conv output it stored (bf16: the
-    rounded values), to fp32 summation accuracy."""
-    x = torch.randn(3, 6, 5, 7).bfloat16().to(memory_format=torch.channels_last)
-    cw = (torch.randn(10, 6, 3, 3) / 8).bfloat16()
-    conv_out, part = triton_conv.upsample_conv3x3_forward_stats(x, cw)
-    mean, var = triton_bn.merge_partials(part)
-    want_var, want_mean = torch.var_mean(conv_out.double(), dim=(0, 2, 3), unbiased=False)
-    assert_parity("mean", mean, mean, want_mean)
-    assert_parity("var", var, var, want_var)
-    assert part.shape[0] == 3 and part[2].sum(0).eq(conv_out[:, 0].numel()).all()
-
-
-@pytest.mark.parametrize("backend", ["torch", "triton"])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_opcheck(backend, channels_last):
-    x = torch.randn(2, 3, 4, 5)
-    if channels_last:
-        x = x.to(memory_format=torch.channels_last)
-    x.requires_grad_(True)
-    cw = torch.randn(6, 3, 3, 3, requires_grad=True)
-    w, b = torch.randn(6, requires_grad=True), torch.randn(6, requires_grad=True)
-    op = torch.ops.attngan_fast.upsample_conv3x3_bn_glu.default
-    stats = (torch.zeros(6), torch.ones(6))
+@pytest.mark.parametrize("backend", kernel_backends(OP), indirect=True)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_opcheck(backend, layout):
+    x, cw, w, b, _, _ = up_block_inputs(2, 3, 6, 4, layout=layout)
+    x, cw, w, b = leaves(x, cw, w, b)
+    op = registry.implementation(OP, backend).forward_op
+    stats = (torch.zeros(6, device=DEVICE), torch.ones(6, device=DEVICE))
     for training in (True, False):
-        torch.library.opcheck(op, (x, cw, w, b, *stats, training, 1e-5, backend))
-    torch.library.opcheck(op, (x, cw, None, None, None, None, True, 1e-5, backend))
+        torch.library.opcheck(op, (x, cw, w, b, *stats, training, EPS))
+    torch.library.opcheck(op, (x, cw, None, None, None, None, True, EPS))
+
+
+@pytest.mark.parametrize(
+    "backend",
+    backends(OP, torch.float64, exclude=("triton",) if DEVICE == "cpu" else ()),
+    indirect=True,
+)  # the interpreter: the float64 parity cases (gradcheck's many calls would take a minute)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_gradcheck_float64(backend, training):
+    x, cw, w, b, running, _ = up_block_inputs(2, 2, 4, 2, torch.float64)
+
+    def block(x, cw, w, b):
+        rm, rv = (t.clone() for t in running)
+        return ops.upsample_conv3x3_bn_glu(
+            x, cw, w, b, rm, rv, training, MOMENTUM, EPS, backend=backend
+        )
+
+    assert torch.autograd.gradcheck(block, tuple(leaves(x, cw, w.double(), b.double())))
 
 
 @pytest.mark.parametrize(
@@ -228,8 +181,8 @@ def test_bad_inputs_raise_clear_errors(kwargs, error, match):
         ops.upsample_conv3x3_bn_glu(**args)
 
 
-def test_cuda_backend_says_it_has_no_kernel():
-    with pytest.raises((ops.BackendUnavailableError, ValueError), match="cuda"):
+def test_the_cuda_backend_says_it_has_no_kernel():
+    with pytest.raises(ops.BackendUnavailableError, match=f"no {OP} implementation"):
         ops.upsample_conv3x3_bn_glu(
             torch.randn(1, 2, 3, 3), torch.randn(4, 2, 3, 3), None, None, None, None, True, 0.1,
             1e-5, backend="cuda",
@@ -238,9 +191,8 @@ def test_cuda_backend_says_it_has_no_kernel():
 
 def test_fullgraph_compile_matches_eager():
     torch._dynamo.reset()
-    x = torch.randn(2, 3, 4, 5, requires_grad=True)
-    cw = torch.randn(6, 3, 3, 3, requires_grad=True)
-    w, b = torch.rand(6, requires_grad=True), torch.randn(6, requires_grad=True)
+    x, cw, w, b, _, _ = up_block_inputs(2, 3, 6, 2, device="cpu")
+    x, cw, w, b = leaves(x, cw, w, b)
 
     def block(x, cw, w, b, rm, rv):
         return ops.upsample_conv3x3_bn_glu(x, cw, w, b, rm, rv, True, 0.1, 1e-5).square().mean()
@@ -250,10 +202,81 @@ def test_fullgraph_compile_matches_eager():
     ref = block(x, cw, w, b, *stats[1])
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(stats[0], stats[1])
-    leaves = (x, cw, w, b)
-    for g, r in zip(torch.autograd.grad(out, leaves), torch.autograd.grad(ref, leaves)):
+    wrt = (x, cw, w, b)
+    for g, r in zip(torch.autograd.grad(out, wrt), torch.autograd.grad(ref, wrt)):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
     torch._dynamo.reset()
+
+
+# --- the triton backend's statistics epilogue -------------------------------------------------
+
+needs_triton = pytest.mark.skipif(
+    "triton" not in backends(OP), reason="the triton backend cannot run here"
+)
+
+
+@needs_triton
+def test_triton_statistics_come_from_the_conv_epilogue(spy_kernels):
+    """Training: the conv kernel's epilogue replaces BN's statistics pass; eval: no statistics."""
+    stats, apply_ = spy_kernels(triton_bn, "_stats_kernel", "_apply_kernel")
+    (merge,) = spy_kernels(triton_bn, "_merge_kernel")
+    (conv,) = spy_kernels(triton_conv, "_forward_kernel")
+    x, cw, w, b, (rm, rv), _ = up_block_inputs(2, 4, 6, 5, layout="channels_last")
+    assert triton_fused.uses_epilogue_stats(x, cw, True)
+    ops.upsample_conv3x3_bn_glu(x, cw, w, b, rm, rv, True, MOMENTUM, EPS, backend="triton")
+    assert (conv.launches, stats.launches, merge.launches, apply_.launches) == (1, 0, 1, 1)
+    ops.upsample_conv3x3_bn_glu(x, cw, w, b, rm, rv, False, MOMENTUM, EPS, backend="triton")
+    assert (conv.launches, stats.launches, merge.launches, apply_.launches) == (2, 0, 1, 2)
+
+
+@needs_triton
+def test_triton_float64_composes_the_two_ops(spy_kernels):
+    """float64 (no fp64 tl.dot): the conv takes path (a), BN computes its own statistics."""
+    (stats,) = spy_kernels(triton_bn, "_stats_kernel")
+    x, cw = up_block_inputs(2, 3, 4, 3, torch.float64)[:2]
+    assert not triton_fused.uses_epilogue_stats(x, cw, True)
+    _check_parity("triton", 2, 3, 4, 3, True, torch.float64)
+    assert stats.launches == 1
+
+
+@needs_triton
+@pytest.mark.parametrize("splits", [1, 7, 200])
+def test_merge_partials_matches_float64_statistics(splits):
+    """merge_partials of per-group (mean, M2, count) equals the mean and biased variance of all
+    values, also for more partials than one merge launch takes (200 > BLOCK_P)."""
+    c = 5
+    counts = torch.randint(1, 9, (splits,))
+    groups = [torch.randn(int(n), c, dtype=torch.float64) * 3 + 10 for n in counts]
+    part = torch.stack([
+        torch.stack([gr.mean(0) for gr in groups]),
+        torch.stack([((gr - gr.mean(0)) ** 2).sum(0) for gr in groups]),
+        counts[:, None].double().expand(splits, c),
+    ]).float().to(DEVICE)  # fmt: skip
+    mean, var = triton_bn.merge_partials(part)
+    values = torch.cat(groups)
+    want_var, want_mean = torch.var_mean(values, dim=0, unbiased=False)
+    # inputs rounded to fp32 once (|mean| ~ 10): a few units of fp32 rounding
+    torch.testing.assert_close(mean.double().cpu(), want_mean, rtol=0, atol=10 * 2**-20)
+    torch.testing.assert_close(var.double().cpu(), want_var, rtol=1e-5, atol=0)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_epilogue_statistics_equal_those_of_the_stored_output(dtype):
+    """The statistics the epilogue produced are those of the conv output it stored (bf16: the
+    rounded values): as accurate as fp32 statistics computed from that stored output."""
+    x = torch.randn(3, 6, 5, 7, device=DEVICE).to(dtype).to(memory_format=torch.channels_last)
+    cw = (torch.randn(10, 6, 3, 3, device=DEVICE) / 8).to(dtype)
+    conv_out, part = triton_conv.upsample_conv3x3_forward_stats(x, cw)
+    mean, var = triton_bn.merge_partials(part)
+    ref_var, ref_mean = torch.var_mean(conv_out.float(), dim=(0, 2, 3), unbiased=False)
+    want_var, want_mean = torch.var_mean(conv_out.double(), dim=(0, 2, 3), unbiased=False)
+    assert mean.dtype == var.dtype == torch.float32
+    # fp32 sums of N = 420 values per channel: log2(N) units of fp32 beyond twice torch's error
+    slack = sum_slack_eps(torch.float32, conv_out[:, 0].numel())
+    assert_parity("mean", mean, ref_mean, want_mean, slack_eps=slack)
+    assert_parity("var", var, ref_var, want_var, slack_eps=slack)
+    assert part.shape[0] == 3 and part[2].sum(0).eq(conv_out[:, 0].numel()).all()
 
 
 # --- GPU: G's real upBlocks -----------------------------------------------------------------------
@@ -264,26 +287,32 @@ GPU_SHAPES = [(20, 512, 512, 4), (20, 64, 64, 32), (20, 64, 64, 64), (20, 64, 64
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("shape", GPU_SHAPES)
-def test_gpu_real_shapes(shape, dtype):
+@pytest.mark.parametrize(
+    ("backend", "dtype"),
+    backend_dtypes(OP, (torch.bfloat16, torch.float32), device="cuda", exclude=("reference",)),
+    indirect=["backend"],
+)
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_gpu_real_shapes(backend, dtype, shape):
     batch, cin, c2, side = shape
-    for channels_last in (True, False):
-        _check(batch, cin, c2, side, True, dtype=dtype, channels_last=channels_last)
-    _check(batch, cin, c2, side, False, dtype=dtype, channels_last=True)
+    for layout in ("channels_last", "contiguous"):
+        _check_parity(backend, batch, cin, c2, side, True, dtype, layout)
+    _check_parity(backend, batch, cin, c2, side, False, dtype, "channels_last")
 
 
 @pytest.mark.gpu
 def test_gpu_cuda_graph_capture():
-    x, cw, w, b, (rm, rv), _ = _make(20, 64, 64, 32, torch.bfloat16, True)
-    ops.upsample_conv3x3_bn_glu(x, cw, w, b, rm, rv, True, MOMENTUM, EPS)  # autotune outside
+    x, cw, w, b, (rm, rv), _ = up_block_inputs(20, 64, 64, 32, torch.bfloat16, "channels_last")
+    args = (x, cw, w, b)
+    ops.upsample_conv3x3_bn_glu(*args, rm, rv, True, MOMENTUM, EPS)  # autotune outside
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        y = ops.upsample_conv3x3_bn_glu(x, cw, w, b, rm, rv, True, MOMENTUM, EPS)
+        y = ops.upsample_conv3x3_bn_glu(*args, None, None, True, MOMENTUM, EPS)
     graph.replay()
     torch.cuda.synchronize()
-    want = ops.upsample_conv3x3_bn_glu_reference(x, cw, w, b, None, None, True, MOMENTUM, EPS)
-    assert_rel_parity("y", y, want, want.double(), torch.bfloat16, slack_eps=16)
+    ref = ops.upsample_conv3x3_bn_glu(*args, None, None, True, MOMENTUM, EPS, backend="torch")
+    exact, _, _ = exact_up_block(*args, (rm, rv), True)
+    assert_rel_parity("y", y, ref, exact, torch.bfloat16, slack_eps=1.0)
 
 
 # --- compiled for the GPU without one (Triton's own ptxas) ----------------------------------------
@@ -306,7 +335,7 @@ for dt in ("bf16", "fp32"):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
-def test_epilogue_kernel_compiles_for_gpu_without_spills(arch):
+def test_triton_epilogue_kernel_compiles_for_gpu_without_spills(arch):
     """The conv kernel with the statistics epilogue, every autotune config (fp32: TF32_SKIP
     pruned), both dtypes: fits an H100 and an A100 block and spills no registers."""
     results = run_aot_script(AOT_SCRIPT, arch)

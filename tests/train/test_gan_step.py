@@ -9,6 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from train_helpers import tiny_gan_cfg
 
+from attngan_fast import ops
 from attngan_fast.train.gan_step import (
     build_gan_state,
     compile_models,
@@ -74,6 +75,11 @@ class _DtypesSeen(TorchDispatchMode):
         return out
 
 
+def _custom_op(op: str) -> str:
+    """The name of the custom op that runs ``op`` on CPU tensors (the backend chosen there)."""
+    return f"attngan_fast::{op}_{ops.resolve_backend(op, 'cpu')}"
+
+
 def test_bf16_step_runs_under_autocast_with_fp32_statistics():
     """bf16: convolutions and G's fused ops take bfloat16, while BatchNorm's parameters, running
     and batch statistics, the attention's log-sum-exp, the softmaxes and the DAMSM similarity are
@@ -108,13 +114,13 @@ def test_bf16_step_runs_under_autocast_with_fp32_statistics():
     assert head_convs and convs
     assert all(i == (fp32,) * len(i) for i, _ in head_convs)
     assert all(i == (bf16,) * len(i) for i, _ in convs)
-    for x_in, x_out in calls["attngan_fast::upsample_conv3x3_bn_glu"]:  # G's upBlocks
+    for x_in, x_out in calls[_custom_op("upsample_conv3x3_bn_glu")]:  # G's upBlocks
         # x, conv weight | BN weight, bias, running mean, var -> y | batch mean, invstd (+ conv)
         assert x_in[:2] == (bf16, bf16) and x_in[2:] == (fp32,) * 4
         assert x_out[0] == bf16 and x_out[-2:] == (fp32, fp32)
-    for x_in, x_out in calls["attngan_fast::batch_norm_act"]:  # fc's and the ResBlocks' BN
+    for x_in, x_out in calls[_custom_op("batch_norm_act")]:  # fc's and the ResBlocks' BN
         assert x_in[0] == bf16 and x_in[-4:] == (fp32,) * 4 and x_out[-2:] == (fp32, fp32)
-    for x_in, x_out in calls["attngan_fast::word_attention"]:
+    for x_in, x_out in calls[_custom_op("word_attention")]:
         assert x_in == (bf16, bf16) and x_out[-1] == fp32  # log-sum-exp of the softmax: fp32
     head_bns, bns = split("aten::native_batch_norm")  # the Ds' BatchNorm2d
     for x_in, x_out in bns:
@@ -126,7 +132,7 @@ def test_bf16_step_runs_under_autocast_with_fp32_statistics():
         c for name in ("aten::_softmax", "aten::_log_softmax") for c in calls.get(name, [])
     ]
     assert softmaxes and all(x_in == (fp32,) and x_out == (fp32,) for x_in, x_out in softmaxes)
-    assert all(c == ((fp32, fp32), (fp32,)) for c in calls["attngan_fast::damsm_word_similarity"])
+    assert all(c == ((fp32, fp32), (fp32,)) for c in calls[_custom_op("damsm_word_similarity")])
     state = states["bf16"]
     tensors = [*state.generator.state_dict().values(), *state.discriminators.state_dict().values()]
     tensors += list(state.ema.params)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from attngan_fast.ops._backend import triton_interpret
+from attngan_fast.ops import registry
 
 FP32_DOT_PRECISION = "tf32x3"
 # tl.dot needs every dimension >= 16: smaller dimensions are padded (and masked) up to it.
@@ -29,6 +30,43 @@ MIN_DOT = 16
 
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 F = TypeVar("F", bound=Callable)
+TRITON = registry.Backend("triton", {"cuda": registry.RANK_TRITON})  # first on CUDA, not on CPU
+
+
+def triton_interpret() -> bool:
+    """True when Triton kernels run on the CPU through the interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def device_support(call: registry.Call) -> str | None:
+    """Where the Triton kernels run: CUDA tensors with a usable GPU, or CPU tensors through the
+    interpreter (None), else why not."""
+    device = call.device
+    if device.type == "cuda":
+        return None if registry.cuda_usable() else "no usable CUDA GPU (torch.cuda is unavailable)"
+    if device.type == "cpu" and triton_interpret():
+        return None
+    return (
+        f"the triton kernels run on CUDA tensors (got {device.type}); on the CPU they need "
+        "TRITON_INTERPRET=1 set before triton is first imported"
+    )
+
+
+def dtype_support(call: registry.Call) -> str | None:
+    """float32, bfloat16 and float16 inputs (None), else why not (float64: no fp64 ``tl.dot``)."""
+    if call.dtype in TRITON_DTYPES:
+        return None
+    return f"its kernels take float32, bfloat16 or float16 inputs, not {call.dtype}"
+
+
+def sm80_support(call: registry.Call, what: str) -> str | None:
+    """None unless ``call`` is on a CUDA GPU older than sm_80, which lacks ``what``."""
+    if call.device.type != "cuda":
+        return None
+    major, minor = registry.cuda_capability(call.device)
+    if major >= 8:
+        return None
+    return f"{what} need a GPU of compute capability 8.0 or newer (this one is {major}.{minor})"
 
 
 def on_device(device: torch.device) -> contextlib.AbstractContextManager:

@@ -39,9 +39,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attngan_fast.ops import _backend, _checks, _layout
+from attngan_fast.ops import _checks, _layout
 from attngan_fast.ops import batch_norm as reference
-from attngan_fast.ops.triton._common import launches_on_input_device
+from attngan_fast.ops.triton._common import TRITON, device_support, launches_on_input_device
 from attngan_fast.ops.triton.upsample_conv import cast_out
 
 _INT32_LIMIT = 2**31
@@ -52,12 +52,6 @@ _TILE = 4096  # values per tile (per half for GLU)
 _OLD_TRITON = tuple(int(p) for p in triton.__version__.split(".")[:2]) < (3, 8)
 _GRAD_TILE, _GRAD_MAX_C = (_TILE // 2, 64) if _OLD_TRITON else (_TILE, 128)
 _NUM_WARPS = 8  # 16 values per thread and tensor: no register spills on sm_90 (GLU backward)
-
-
-def batch_norm_act_supported(device: torch.device) -> str | None:
-    if device.type == "cuda" or (device.type == "cpu" and _backend.triton_interpret()):
-        return None
-    return f"the triton kernels need CUDA tensors or TRITON_INTERPRET=1 (got {device.type})"
 
 
 def uses_triton_kernels(x: Tensor) -> bool:
@@ -544,3 +538,11 @@ def batch_norm_act_backward(
     grad_weight = sums[1].to(weight.dtype, copy=True) if weight is not None else None
     grad_bias = sums[0].to(bias.dtype, copy=True) if bias is not None else None
     return grad_x, grad_weight, grad_bias
+
+
+TRITON.register(  # every float dtype: float64 accumulates in float64
+    reference.OP,
+    batch_norm_act_forward,
+    reference.backward_without_none(batch_norm_act_backward),
+    supports=device_support,
+)

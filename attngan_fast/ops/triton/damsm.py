@@ -36,14 +36,19 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from attngan_fast.ops import registry
 from attngan_fast.ops.damsm import COS_EPS
 from attngan_fast.ops.triton._common import (
     FP32_DOT_PRECISION,
+    TRITON,
     check_dtype,
+    device_support,
     dot_block,
+    dtype_support,
     launches_on_input_device,
     resident_programs,
     single_config,
+    sm80_support,
 )
 
 OP = "damsm_word_similarity"
@@ -326,8 +331,13 @@ def _bwd_kernel(
 # --- backend contract -------------------------------------------------------------------------
 
 
-def damsm_word_similarity_supported(device: torch.device) -> str | None:
-    return None
+def supports(call: registry.Call) -> str | None:
+    """The calls these kernels take (see ``_common``)."""
+    return (
+        device_support(call)
+        or dtype_support(call)
+        or sm80_support(call, "its tf32x3 tensor-core products")
+    )
 
 
 @launches_on_input_device
@@ -404,3 +414,8 @@ def damsm_word_similarity_backward(
         PREC=FP32_DOT_PRECISION,
     )
     return grad_v.sum(dim=0).to(img_local.dtype), grad_e.to(words.dtype)
+
+
+TRITON.register(
+    OP, damsm_word_similarity_forward, damsm_word_similarity_backward, supports=supports
+)

@@ -36,16 +36,25 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attngan_fast.ops import _backend, _layout, phase_conv
-from attngan_fast.ops.triton._common import launches_on_input_device
+from attngan_fast.ops import _layout, phase_conv, registry
+from attngan_fast.ops import upsample_conv as op
+from attngan_fast.ops.triton._common import (
+    TRITON,
+    device_support,
+    launches_on_input_device,
+    sm80_support,
+    triton_interpret,
+)
 
 _INT32_LIMIT = 2**31
 
 
-def upsample_conv3x3_supported(device: torch.device) -> str | None:
-    if device.type == "cuda" or (device.type == "cpu" and _backend.triton_interpret()):
-        return None
-    return f"the triton kernels need CUDA tensors or TRITON_INTERPRET=1 (got {device.type})"
+def supports(call: registry.Call) -> str | None:
+    """The calls these kernels take (see ``_common``; float64 runs path (a), cuDNN's conv)."""
+    why = device_support(call)
+    if why is None and call.dtype == torch.bfloat16:
+        why = sm80_support(call, "bfloat16 tensor-core products")
+    return why
 
 
 def uses_triton_kernels(x: Tensor, weight: Tensor) -> bool:
@@ -104,7 +113,7 @@ def _mma(a, b, acc, PRECISION: tl.constexpr, DOT_F32: tl.constexpr):
 
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) autotuned on the GPU (all compile for sm_90
-# without register spills, <= 160 KB shared memory in fp32: tests/ops/test_triton_upsample_conv.py)
+# without register spills, <= 160 KB shared memory in fp32: tests/ops/test_upsample_conv.py)
 GPU_TILES = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3), (64, 64, 32, 4, 4),
              (128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (64, 64, 64, 4, 3)]  # fmt: skip
 # (BLOCK_M, BLOCK_N, BLOCK_K) not tried for fp32 in TF32: with the operand rounding they spill
@@ -114,7 +123,7 @@ TF32_SKIP = {(128, 64, 64)}
 
 def _gemm_configs() -> list[triton.Config]:
     """Autotuned tile shapes of the forward and grad_x GEMMs (one config when interpreted)."""
-    if _backend.triton_interpret():
+    if triton_interpret():
         # few, wide programs (the interpreter's cost is per op), still several N and K tiles
         return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}, num_warps=1)]
     return [
@@ -427,3 +436,11 @@ def upsample_conv3x3_backward(
     grad_x = _grad_x(grad_y, x, weight) if need_x else None
     grad_weight = _grad_weight(grad_y, x, weight) if need_weight else None
     return grad_x, grad_weight
+
+
+TRITON.register(
+    op.OP,
+    upsample_conv3x3_forward,
+    op.backward_without_none(upsample_conv3x3_backward),
+    supports=supports,
+)

@@ -15,16 +15,11 @@ backends one after the other (``composed_forward``).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
+from attngan_fast.ops import upsample_conv_bn as op
 from attngan_fast.ops.triton import batch_norm, upsample_conv
-from attngan_fast.ops.triton._common import launches_on_input_device
-from attngan_fast.ops.upsample_conv_bn import composed_forward
-
-
-def upsample_conv3x3_bn_glu_supported(device: torch.device) -> str | None:
-    return upsample_conv.upsample_conv3x3_supported(device)
+from attngan_fast.ops.triton._common import TRITON, launches_on_input_device
 
 
 def uses_epilogue_stats(x: Tensor, conv_weight: Tensor, training: bool) -> bool:
@@ -46,12 +41,16 @@ def upsample_conv3x3_bn_glu_forward(
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     if not uses_epilogue_stats(x, conv_weight, training):
-        return composed_forward(
-            upsample_conv, batch_norm, x, conv_weight, weight, bias, running_mean, running_var,
-            training, eps,
+        return op.composed_forward(
+            upsample_conv.upsample_conv3x3_forward, batch_norm.batch_norm_act_forward, x,
+            conv_weight, weight, bias, running_mean, running_var, training, eps,
         )  # fmt: skip
     weight, bias = (None if t is None else t.contiguous() for t in (weight, bias))
     conv_out, part = upsample_conv.upsample_conv3x3_forward_stats(x, conv_weight)
     mean, var = batch_norm.merge_partials(part)
     y = batch_norm.apply(conv_out, None, weight, bias, mean, var, eps, "glu")
     return y, conv_out, mean, var
+
+
+# the backward runs the two ops' triton kernels
+TRITON.register(op.OP, upsample_conv3x3_bn_glu_forward, supports=upsample_conv.supports)

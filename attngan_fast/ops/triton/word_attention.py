@@ -29,17 +29,21 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from attngan_fast.ops import _layout
-from attngan_fast.ops._backend import triton_interpret
+from attngan_fast.ops import _layout, registry
 from attngan_fast.ops.triton._common import (
     FP32_DOT_PRECISION,
+    TRITON,
     check_dtype,
+    device_support,
     dot_block,
     dot_f32_lhs,
     dot_f32_rhs,
+    dtype_support,
     launches_on_input_device,
     resident_programs,
     single_config,
+    sm80_support,
+    triton_interpret,
 )
 
 OP = "word_attention"
@@ -214,8 +218,12 @@ def _bwd_kernel(
 # --- backend contract -------------------------------------------------------------------------
 
 
-def word_attention_supported(device: torch.device) -> str | None:
-    return None
+def supports(call: registry.Call) -> str | None:
+    """The calls these kernels take (see ``_common``), but not bfloat16 under the interpreter."""
+    why = device_support(call) or dtype_support(call)
+    if why is None and call.device.type == "cpu" and call.dtype == torch.bfloat16:
+        why = "the Triton interpreter multiplies bfloat16 tiles wrongly (as integers)"
+    return why or sm80_support(call, "its tf32x3 and bfloat16 tensor-core products")
 
 
 def _check_inputs(query: Tensor, source: Tensor) -> None:
@@ -320,3 +328,6 @@ def word_attention_backward(
         PREC=FP32_DOT_PRECISION,
     )
     return grad_query, partial.sum(dim=1).to(source.dtype)
+
+
+TRITON.register(OP, word_attention_forward, word_attention_backward, supports=supports)
