@@ -26,14 +26,15 @@ during and after) are printed.
 
 Library variants (``--variants``, comma-separated):
 
-* ``before`` -- the library before its CPU path: automatic backends (the ``torch`` reference on
-  CPU), fp32, NCHW, PyTorch's default (per-tensor) Adam;
-* ``fp32``  -- the library's defaults: as ``before`` with the fused Adam;
+* ``before`` -- the library before its CPU path: the ``torch`` backend of every op, fp32, NCHW,
+  PyTorch's default (per-tensor) Adam;
+* ``fp32``  -- as ``before`` with the fused Adam (it and ``bf16*`` keep the ``torch`` backend);
 * ``bf16``, ``bf16-cl`` -- ``fp32`` under bf16 autocast, in NCHW / channels-last;
-* ``cpu-fp32``, ``cpu-fp32-cl`` -- the CPU op implementations of ``attngan_fast.ops.cpu`` and
-  the fused Adam in fp32, NCHW / channels-last;
-* ``fast``  -- the CPU fast path: the CPU op implementations of ``attngan_fast.ops.cpu``, bf16
-  autocast where the CPU has native bf16 (fp32 otherwise), channels-last, fused Adam;
+* ``cpu-fp32``, ``cpu-fp32-cl`` -- automatic backends (the ``cpu`` backend,
+  ``attngan_fast.ops.cpu``) and the fused Adam in fp32, NCHW / channels-last (the library's
+  defaults on a CPU, the demo's layout);
+* ``fast``  -- the CPU fast path: the ``cpu`` backend, bf16 autocast where the CPU has native
+  bf16 (fp32 otherwise), channels-last, fused Adam;
 * ``fast-compile`` -- ``fast`` with G, the Ds and the image encoder compiled by inductor (C++);
   the compilation is in the warm-up line.
 """
@@ -243,6 +244,7 @@ def demo_config(batch: int):
 
 def library_runner(variant: str, batch: int, config: str = "birds") -> Runner:
     """Build this library's GAN state for ``variant``; returns its ``gan_train_step``."""
+    from attngan_fast import ops
     from attngan_fast.config import config_from_dict, preset
     from attngan_fast.data.dataset import Batch
     from attngan_fast.train.gan_step import build_gan_state, compile_models, gan_train_step
@@ -252,17 +254,17 @@ def library_runner(variant: str, batch: int, config: str = "birds") -> Runner:
         cfg, kwargs["image_encoder"] = demo_config(batch)
     else:
         cfg = config_from_dict({"TRAIN": {"BATCH_SIZE": batch}}, preset("birds"))
-    precision, channels_last, cpu_ops = "fp32", False, False
+    precision, channels_last, cpu_backend = "fp32", False, False
     if variant == "bf16" or variant == "bf16-cl":
         channels_last = variant == "bf16-cl"
         precision = "bf16"
     elif variant in ("cpu-fp32", "cpu-fp32-cl"):
-        channels_last, cpu_ops = variant == "cpu-fp32-cl", True
+        channels_last, cpu_backend = variant == "cpu-fp32-cl", True
     elif variant in ("fast", "fast-compile"):
         from attngan_fast.ops import cpu
 
         precision = "bf16" if cpu.native_bf16() else "fp32"
-        channels_last, cpu_ops = True, True
+        channels_last, cpu_backend = True, True
     elif variant not in ("fp32", "before"):
         raise SystemExit(f"unknown library variant {variant!r}")
     state = build_gan_state(cfg, VOCAB, "cpu", precision, channels_last=channels_last, **kwargs)
@@ -281,14 +283,8 @@ def library_runner(variant: str, batch: int, config: str = "birds") -> Runner:
             class_ids=torch.arange(batch), keys=[str(i) for i in range(batch)],
             order=torch.arange(batch),
         )  # fmt: skip
-        if cpu_ops:
-            from attngan_fast.ops import cpu
-
-            with cpu.cpu_ops():
-                return gan_train_step(state, b)["errG_total"]
-        return gan_train_step(state, b)["errG_total"]
-
-    from attngan_fast import ops
+        with ops.use_backend("auto" if cpu_backend else "torch"):
+            return gan_train_step(state, b)["errG_total"]
 
     modules = {"G": state.generator, "image_encoder": state.image_encoder,
                "text_encoder": state.text_encoder}  # fmt: skip

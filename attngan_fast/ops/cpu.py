@@ -6,30 +6,28 @@ kernels (one vectorised pass for the statistics, one to normalise, a fused backw
 convolutions are oneDNN's, fastest in channels-last and, on CPUs with native bf16 (AVX-512 BF16 /
 AMX), in bfloat16. Measured on a 2-core Xeon (AVX-512 BF16 + AMX): ``benchmarks/NOTES.md``.
 
-Two forms of each op live here, for the op registry to register:
+This module is the ``cpu`` backend, first in the automatic order on CPU tensors (the ``torch``
+backend and the ``reference`` stay selectable by name, ``use_backend`` or the environment variable):
 
-* backend functions with the contract of the op's module (``batch_norm_act_forward`` /
-  ``batch_norm_act_backward``, see ``attngan_fast/ops/batch_norm.py``), usable inside the
-  registered custom op (``torch.compile``, ``opcheck``);
-* functions with the public op's signature (``batch_norm_glu``, ``batch_norm_add``,
-  ``upsample_conv3x3``, ``upsample_conv3x3_bn_glu``, ``word_attention``) that compose native ops
-  and let autograd differentiate them: on the CPU this is the fastest path measured (autograd keeps
-  the batch-norm output for the GLU's backward instead of recomputing it).
+* ``batch_norm_act``: kernels with the op's contract (``batch_norm_act_forward`` /
+  ``batch_norm_act_backward``, see ``attngan_fast/ops/batch_norm.py``): native batch norm, then
+  GLU or + residual; the backward recomputes the normalised map for the GLU and runs ATen's
+  batch-norm backward;
+* ``upsample_conv3x3``: the reference composition (nearest upsample, then oneDNN's 3x3 kernel),
+  differentiated by autograd;
+* ``upsample_conv3x3_bn_glu``: that convolution, then this backend's BatchNorm + GLU.
 
-``cpu_ops()`` routes ``attngan_fast.ops``' public ops to the second form for the duration of a
-block, until the registry makes them the automatic choice on CPU tensors.
+Word attention and the DAMSM similarity keep the ``torch`` backend on the CPU (under 1 % of an
+iteration there).
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attngan_fast.ops import _checks
+from attngan_fast.ops import _checks, batch_norm, registry, upsample_conv, upsample_conv_bn
 
 _CL = torch.channels_last
 
@@ -62,16 +60,13 @@ def native_bf16() -> bool:
 # --- backend functions (contract of attngan_fast.ops.batch_norm) ------------------------------
 
 
-def batch_norm_act_supported(device: torch.device) -> str | None:
-    return None if device.type == "cpu" else f"the cpu backend runs on CPU tensors (got {device})"
-
-
 def _params(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Weight and bias as the native kernels want them: present, in the parameters' dtype."""
+    """Weight and bias as the native kernels want them: present, in the accumulation dtype (the
+    native kernels take float32 parameters beside bf16 / fp16 x, else x's own dtype)."""
     acc = _checks.acc_dtype(x.dtype)
     channels = x.shape[1]
-    w = weight if weight is not None else x.new_ones(channels, dtype=acc)
-    b = bias if bias is not None else x.new_zeros(channels, dtype=acc)
+    w = weight.to(acc) if weight is not None else x.new_ones(channels, dtype=acc)
+    b = bias.to(acc) if bias is not None else x.new_zeros(channels, dtype=acc)
     return w, b
 
 
@@ -96,7 +91,7 @@ def batch_norm_act_forward(
         mean = mean.to(acc)
     else:
         z = torch.ops.aten._native_batch_norm_legit_no_training(
-            x, w, b, running_mean, running_var, 0.0, eps
+            x, w, b, running_mean.to(acc), running_var.to(acc), 0.0, eps
         )[0]
         mean, var = x.new_empty(0, dtype=acc), x.new_empty(0, dtype=acc)
     y = F.glu(z, dim=1) if mode == "glu" else z.add_(residual)
@@ -115,49 +110,33 @@ def batch_norm_act_backward(
     mode: str,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """``batch_norm_act_backward`` of the contract: the GLU's backward on the recomputed batch-norm
-    output (one native pass), then the native batch-norm backward."""
-    w, b = _params(x, weight, bias)
+    output (one native pass), then the native batch-norm backward. Both in float32 for bf16 / fp16
+    inputs (the gradients of the BatchNorm parameters sum B H W terms; rounding them to bf16 first
+    would cost ~2^-9 relative error), grad_x rounded to x's dtype once at the end."""
     acc = _checks.acc_dtype(x.dtype)
+    xa = x.to(acc)
+    w, b = _params(xa, weight, bias)
     mean, var = mean.to(acc), var.to(acc)
     invstd = torch.rsqrt(var + eps)
+    grad_y = grad_y.to(acc)
     if mode == "glu":
-        z = torch.ops.aten._native_batch_norm_legit_no_training(x, w, b, mean, var, 0.0, eps)[0]
+        z = torch.ops.aten._native_batch_norm_legit_no_training(xa, w, b, mean, var, 0.0, eps)[0]
         if _is_channels_last(z):
             half = z.shape[1] // 2
-            grad_z = glu_backward_halves(grad_y.to(x.dtype), z[:, :half], z[:, half:].sigmoid())
+            grad_z = glu_backward_halves(grad_y, z[:, :half], z[:, half:].sigmoid())
         else:
-            grad_z = torch.ops.aten.glu_backward(grad_y.to(x.dtype), z, 1)
+            grad_z = torch.ops.aten.glu_backward(grad_y, z, 1)
     else:
-        grad_z = grad_y.to(x.dtype)
+        grad_z = grad_y
     need = [True, weight is not None, bias is not None]
     grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
-        grad_z, x, w, mean, var, mean, invstd, training, eps, need
+        grad_z, xa, w, mean, var, mean, invstd, training, eps, need
     )
     return (
-        grad_x,
+        grad_x.to(x.dtype),
         grad_w.to(weight.dtype) if weight is not None else None,
         grad_b.to(bias.dtype) if bias is not None else None,
     )
-
-
-# --- public-signature functions (native ops under autograd) -----------------------------------
-
-
-class _GLU(torch.autograd.Function):
-    """``F.glu(z, dim=1)`` for channels-last z, whose backward is two elementwise passes written
-    into the halves of one gradient tensor: ATen's ``glu_backward`` is several times slower on
-    channels-last tensors (their halves are strided there) than on NCHW ones."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor) -> Tensor:
-        half = z.shape[1] // 2
-        a, gate = z[:, :half], torch.sigmoid(z[:, half:])
-        ctx.save_for_backward(a, gate)
-        return a * gate
-
-    @staticmethod
-    def backward(ctx, grad_y: Tensor) -> Tensor:
-        return glu_backward_halves(grad_y, *ctx.saved_tensors)
 
 
 def _is_channels_last(t: Tensor) -> bool:
@@ -177,61 +156,14 @@ def glu_backward_halves(grad_y: Tensor, a: Tensor, gate: Tensor) -> Tensor:
     return grad_z
 
 
-def glu(z: Tensor) -> Tensor:
-    """GLU over channels: B x 2C [x H x W] -> B x C [x H x W], fast backward in both layouts."""
-    if _is_channels_last(z):
-        return _GLU.apply(z)
-    return F.glu(z, dim=1)
+# --- registration -----------------------------------------------------------------------------
 
 
-def batch_norm_glu(
-    x: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    training: bool,
-    momentum: float,
-    eps: float,
-    *,
-    backend: str | None = None,
-) -> Tensor:
-    """``glu(batch_norm(x, ...), dim=1)``: B x 2C [x H x W] -> B x C [x H x W] (native kernels)."""
-    z = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    return glu(z)
-
-
-def batch_norm_add(
-    x: Tensor,
-    residual: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    training: bool,
-    momentum: float,
-    eps: float,
-    *,
-    backend: str | None = None,
-) -> Tensor:
-    """``batch_norm(x, ...) + residual``: B x C [x H x W] (native kernels)."""
-    z = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    return z + residual.to(z.dtype)
-
-
-def upsample_conv3x3(x: Tensor, weight: Tensor, *, backend: str | None = None) -> Tensor:
-    """Nearest x2 upsample then oneDNN's 3x3 convolution: B x Cout x 2H x 2W.
-
-    On the CPU the four-phase form (2x2 convolutions with 4 Cout outputs at the input
-    resolution, then an interleave) does 16 / 36 of the multiply-adds but is 1.7x slower in
-    channels-last (the fast path's layout) and 6x in bf16: oneDNN's 2x2 kernels with a padded
-    output plus the interleave pass lose to its 3x3 kernel; only in fp32 NCHW is it 15 % faster
-    (measured in ``benchmarks/NOTES.md``, "CPU path").
-    """
-    if torch.is_autocast_enabled("cpu"):
-        dtype = torch.get_autocast_dtype("cpu")
-        x, weight = x.to(dtype), weight.to(dtype)
-    return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, padding=1)
+def cpu_only(call: registry.Call) -> str | None:
+    """The cpu backend's predicate: CPU tensors of any floating dtype."""
+    if call.device.type == "cpu":
+        return None
+    return f"the cpu backend runs on CPU tensors (got {call.device})"
 
 
 def upsample_conv3x3_bn_glu(
@@ -244,54 +176,25 @@ def upsample_conv3x3_bn_glu(
     training: bool,
     momentum: float,
     eps: float,
-    *,
-    backend: str | None = None,
 ) -> Tensor:
-    """G's upBlock: nearest x2, 3x3 conv, BatchNorm, GLU: B x Cin x H x W -> B x C x 2H x 2W."""
-    return batch_norm_glu(
-        upsample_conv3x3(x, conv_weight), weight, bias, running_mean, running_var, training,
-        momentum, eps,
-    )  # fmt: skip
+    """G's upBlock on the CPU (composite form): oneDNN's 3x3 convolution of the upsampled map,
+    then this backend's BatchNorm + GLU. B x Cin x H x W -> B x C x 2H x 2W."""
+    z = upsample_conv.upsample_conv3x3_reference(x, conv_weight)
+    return batch_norm.batch_norm_glu(
+        z, weight, bias, running_mean, running_var, training, momentum, eps, backend=CPU.name
+    )
 
 
-def word_attention(
-    query: Tensor,
-    source: Tensor,
-    mask: Tensor | None,
-    *,
-    need_attn: bool = True,
-    legacy_mask: bool = False,
-    backend: str | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """Word attention with PyTorch's softmax (float32) under autograd: (B x C x N, B x T x N)."""
-    from attngan_fast.ops.word_attention import word_attention_reference
-
-    if torch.is_autocast_enabled("cpu"):
-        dtype = torch.get_autocast_dtype("cpu")
-        query, source = query.to(dtype), source.to(dtype)
-    return word_attention_reference(query, source, mask, need_attn, legacy_mask)
-
-
-PUBLIC = {
-    "batch_norm_glu": batch_norm_glu,
-    "batch_norm_add": batch_norm_add,
-    "upsample_conv3x3": upsample_conv3x3,
-    "upsample_conv3x3_bn_glu": upsample_conv3x3_bn_glu,
-    "word_attention": word_attention,
-}
-
-
-@contextlib.contextmanager
-def cpu_ops(names: tuple[str, ...] = tuple(PUBLIC)) -> Iterator[None]:
-    """Within the block, ``attngan_fast.ops.<name>`` (what the models call) is this module's CPU
-    function for each of ``names``. The models look the ops up at call time."""
-    from attngan_fast import ops
-
-    saved = {name: getattr(ops, name) for name in names}
-    try:
-        for name in names:
-            setattr(ops, name, PUBLIC[name])
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(ops, name, fn)
+CPU = registry.Backend("cpu", {"cpu": registry.RANK_CPU})
+CPU.register(
+    batch_norm.OP,
+    batch_norm_act_forward,
+    batch_norm.backward_without_none(batch_norm_act_backward),
+    supports=cpu_only,
+)
+# upsample + conv3x3 is the reference's composition: oneDNN's 3x3 kernel beats the four-phase
+# form of the torch backend in channels-last and bf16 (the fast path's layout and precision).
+CPU.register(
+    upsample_conv.OP, supports=cpu_only, composite=upsample_conv.upsample_conv3x3_reference
+)
+CPU.register(upsample_conv_bn.OP, supports=cpu_only, composite=upsample_conv3x3_bn_glu)

@@ -51,12 +51,16 @@ AUTO = "auto"
 NAMESPACE = "attngan_fast"
 
 # Ranks of the built-in backends (lower is tried first); a new backend takes its place among them.
-RANK_TRITON, RANK_CUDA, RANK_TORCH = 10, 20, 50
+RANK_TRITON, RANK_CUDA, RANK_CPU, RANK_TORCH = 10, 20, 30, 50
 REFERENCE = "reference"  # the backend of each op's plain-PyTorch reference (``define_op``)
 
 # Backends living in modules of their own, imported by ``load_builtin_backends`` (the reference
 # and torch backends are registered by the op modules themselves).
-BUILTIN_BACKENDS = {"triton": "attngan_fast.ops.triton", "cuda": "attngan_fast.ops.cuda_ext"}
+BUILTIN_BACKENDS = {
+    "triton": "attngan_fast.ops.triton",
+    "cuda": "attngan_fast.ops.cuda_ext",
+    "cpu": "attngan_fast.ops.cpu",
+}
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 

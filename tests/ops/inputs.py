@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from attngan_fast.ops import available_backends
+from attngan_fast.ops import available_backends, registry
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 EMULATED = cuda_emulation.NAME
@@ -53,8 +53,10 @@ def backend_dtypes(op: str, dtypes: Sequence[torch.dtype], **kwargs) -> list[pyt
 
 
 def kernel_backends(op: str, dtype: torch.dtype | None = None, **kwargs) -> list[str]:
-    """The backends of ``op`` that run as kernels (custom ops): all but ``reference``."""
-    return backends(op, dtype, exclude=("reference", *kwargs.pop("exclude", ())), **kwargs)
+    """The backends of ``op`` that run as kernels (custom ops): all but the composite ones
+    (``reference``, and e.g. the cpu backend's upsample-conv)."""
+    composite = [i.backend for i in registry.implementations(op) if i.composite is not None]
+    return backends(op, dtype, exclude=(*composite, *kwargs.pop("exclude", ())), **kwargs)
 
 
 def kernel_cases(op: str, cases: Sequence[tuple], **kwargs) -> list[pytest.param]:

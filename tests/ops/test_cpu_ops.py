@@ -1,13 +1,13 @@
-"""The CPU implementations (``attngan_fast.ops.cpu``) against the float64 reference: outputs,
-every gradient and the running statistics, fp32 and bf16, NCHW and channels-last."""
+"""The cpu backend (``attngan_fast.ops.cpu``): the automatic choice on CPU tensors, and its parity
+relative to the torch backend (outputs, every gradient, running statistics; fp32 and bf16, NCHW
+and channels-last). The per-op suites also run it like every registered backend."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from attngan_fast import ops
-from attngan_fast.ops import batch_norm as bn_module
-from attngan_fast.ops import cpu
+from attngan_fast.ops import cpu, registry
 from tests.parity import assert_rel_parity
 
 CL = torch.channels_last
@@ -48,26 +48,27 @@ def _run_bn(fn, mode, x, residual, weight, bias, running, training, dtype, chann
     return y, grads, (rm, rv)
 
 
-PUBLIC = {"glu": (cpu.batch_norm_glu, ops.batch_norm_glu_reference),
-          "add": (cpu.batch_norm_add, ops.batch_norm_add_reference)}  # fmt: skip
+def _on(backend):
+    """The public BatchNorm ops on ``backend``, by mode."""
+    return {
+        "glu": lambda *args: ops.batch_norm_glu(*args, backend=backend),
+        "add": lambda *args: ops.batch_norm_add(*args, backend=backend),
+    }
 
 
 @pytest.mark.parametrize("mode", ["glu", "add"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_public_form_parity(mode, dtype, channels_last, training):
+def test_batch_norm_parity_relative_to_the_torch_backend(mode, dtype, channels_last, training):
+    """The cpu backend against the torch backend (same dtype, NCHW), float64 as the oracle."""
     shape = (3, 8, 7, 5)
     x, weight, bias, running = _bn_inputs(shape)
     residual = torch.randn(shape, dtype=torch.float64)
-    fast_fn, ref_fn = PUBLIC[mode]
-    fast = _run_bn(
-        fast_fn, mode, x, residual, weight, bias, running, training, dtype, channels_last
-    )
-    ref = _run_bn(ref_fn, mode, x, residual, weight, bias, running, training, dtype, False)
-    exact = _run_bn(
-        ref_fn, mode, x, residual, weight, bias, running, training, torch.float64, False
-    )
+    args = (mode, x, residual, weight, bias, running, training)
+    fast = _run_bn(_on("cpu")[mode], *args, dtype, channels_last)
+    ref = _run_bn(_on("torch")[mode], *args, dtype, False)
+    exact = _run_bn(_on("reference")[mode], *args, torch.float64, False)
     if channels_last:
         assert fast[0].is_contiguous(memory_format=CL)
         assert fast[1][0].is_contiguous(memory_format=CL)
@@ -80,69 +81,27 @@ def test_batch_norm_public_form_parity(mode, dtype, channels_last, training):
         assert_rel_parity("running stats", sf, sr, se, torch.float32)
 
 
-class _Contract(torch.autograd.Function):
-    """A backend module's batch_norm_act forward / backward as one differentiable function."""
-
-    @staticmethod
-    def forward(ctx, impl, x, residual, weight, bias, rm, rv, training, eps, mode):
-        y, mean, var = impl.batch_norm_act_forward(
-            x, residual, weight, bias, rm, rv, training, eps, mode
-        )
-        stats = (mean, var) if training else (rm, rv)
-        ctx.save_for_backward(x, weight, bias, *stats)
-        ctx.impl, ctx.training, ctx.eps, ctx.mode = impl, training, eps, mode
-        return y, mean, var
-
-    @staticmethod
-    def backward(ctx, grad_y, _gm, _gv):
-        x, weight, bias, mean, var = ctx.saved_tensors
-        gx, gw, gb = ctx.impl.batch_norm_act_backward(
-            grad_y, x, weight, bias, mean, var, ctx.training, ctx.eps, ctx.mode
-        )
-        grad_res = grad_y if ctx.needs_input_grad[2] else None
-        return None, gx, grad_res, gw, gb, None, None, None, None, None
-
-
-@pytest.mark.parametrize("mode", ["glu", "add"])
-@pytest.mark.parametrize("dtype", [*DTYPES, torch.float64])
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_contract_parity(mode, dtype, channels_last, training):
-    """The backend functions of ``ops.cpu`` against the torch backend's, float64 as the oracle."""
-    shape = (2, 6, 5, 3)
-    x, weight, bias, running = _bn_inputs(shape, seed=3)
-    residual = torch.randn(shape, dtype=torch.float64)
+def test_channels_last_glu_backward_gradcheck(channels_last):
+    """The cpu backend's BatchNorm + GLU backward (its own GLU backward in channels-last)."""
+    x = _layout(torch.randn(2, 6, 4, 3, dtype=torch.float64), channels_last).requires_grad_()
+    w = torch.rand(6, dtype=torch.float64).add_(0.5).requires_grad_()
+    b = torch.randn(6, dtype=torch.float64).requires_grad_()
 
-    def run(impl, dt, cl):
-        def fn(xx, *rest):
-            if mode == "glu":
-                w, b, rm, rv, tr, _m, eps = rest
-                res = None
-            else:
-                res, w, b, rm, rv, tr, _m, eps = rest
-            y, mean, var = _Contract.apply(impl, xx, res, w, b, rm, rv, tr, eps, mode)
-            if tr:
-                n = xx.numel() // xx.shape[1]
-                bn_module.update_running_stats(rm, rv, mean, var, n, 0.1)
-            return y
+    def fn(x, w, b):
+        return ops.batch_norm_glu(x, w, b, None, None, True, 0.1, 1e-5, backend="cpu")
 
-        return _run_bn(fn, mode, x, residual, weight, bias, running, training, dt, cl)
-
-    fast, ref = run(cpu, dtype, channels_last), run(bn_module, dtype, False)
-    exact = run(bn_module, torch.float64, False)
-    slack = 64.0 if dtype == torch.float64 else 4.0  # float64: the oracle is the reference itself
-    assert_rel_parity("y", fast[0], ref[0], exact[0], dtype, slack)
-    for i, (gf, gr, ge) in enumerate(zip(fast[1], ref[1], exact[1])):
-        assert_rel_parity(f"grad {i}", gf, gr, ge, dtype, slack)
-    for sf, sr, se in zip(fast[2], ref[2], exact[2]):
-        assert_rel_parity("running stats", sf, sr, se, torch.float32)
+    assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_glu_gradcheck(channels_last):
-    z = _layout(torch.randn(2, 6, 4, 3, dtype=torch.float64), channels_last).requires_grad_()
-    assert torch.autograd.gradcheck(cpu.glu, (z,))
-    torch.testing.assert_close(cpu.glu(z), F.glu(z, dim=1))
+def test_glu_backward_halves_is_the_glu_gradient():
+    z = torch.randn(2, 6, 4, 3, dtype=torch.float64).contiguous(memory_format=CL)
+    z.requires_grad_()
+    grad_y = torch.randn(2, 3, 4, 3, dtype=torch.float64)
+    (want,) = torch.autograd.grad(F.glu(z, dim=1), z, grad_y)
+    got = cpu.glu_backward_halves(grad_y, z[:, :3].detach(), z[:, 3:].detach().sigmoid())
+    assert got.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -152,41 +111,43 @@ def test_upsample_conv_and_block_under_bf16_autocast(channels_last):
     w = torch.randn(6, 4, 3, 3, generator=g)
     exact = ops.upsample_conv3x3_reference(x.double(), w.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        fast = cpu.upsample_conv3x3(x, w)
-        ref = ops.upsample_conv3x3(x, w)
+        fast = ops.upsample_conv3x3(x, w, backend="cpu")
+        ref = ops.upsample_conv3x3(x, w, backend="torch")
     assert fast.dtype == torch.bfloat16
     assert_rel_parity("upsample_conv3x3", fast, ref, exact, torch.bfloat16)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_word_attention_parity(dtype):
-    g = torch.Generator().manual_seed(2)
-    q = torch.randn(3, 8, 20, generator=g, dtype=torch.float64)
-    s = torch.randn(3, 8, 6, generator=g, dtype=torch.float64)
-    mask = torch.zeros(3, 6, dtype=torch.bool)
-    mask[1, 4:] = True
-    mask[2, :] = True  # no valid word: zeros, not NaN
-
-    def run(fn, dt):
-        qq, ss = q.to(dt).requires_grad_(), s.to(dt).requires_grad_()
-        ctx, attn = fn(qq, ss, mask, need_attn=True)
-        grads = torch.autograd.grad(ctx.sum() + attn.float().pow(2).sum(), (qq, ss))
-        return ctx, attn, grads
-
-    fast, ref = run(cpu.word_attention, dtype), run(ops.word_attention, dtype)
-    exact = run(ops.word_attention, torch.float64)
-    assert torch.isfinite(fast[0]).all()
-    assert (fast[0][2] == 0).all()
-    outputs = zip(("context", "attn", "grad q", "grad s"), *(
-        (r[0], r[1], *r[2]) for r in (fast, ref, exact)
-    ))  # fmt: skip
-    for name, f, r, e in outputs:
-        assert_rel_parity(name, f, r, e, dtype)
+CPU_OPS = ("batch_norm_act", "upsample_conv3x3", "upsample_conv3x3_bn_glu")
 
 
-def test_cpu_ops_routes_and_restores_the_public_ops():
-    before = ops.batch_norm_glu
-    with cpu.cpu_ops():
-        assert ops.batch_norm_glu is cpu.batch_norm_glu
-        assert ops.word_attention is cpu.word_attention
-    assert ops.batch_norm_glu is before
+@pytest.mark.parametrize("op", CPU_OPS)
+def test_cpu_backend_is_the_automatic_choice_on_cpu_tensors_only(op, monkeypatch):
+    monkeypatch.delenv("ATTNGAN_FAST_BACKEND", raising=False)
+    assert ops.resolve_backend(op, "cpu") == "cpu"
+    assert ops.resolve_backend(op, "cpu", torch.bfloat16) == "cpu"
+    with ops.use_backend("torch"):
+        assert ops.resolve_backend(op, "cpu") == "torch"  # the reference backends stay a name away
+    impl = registry.implementation(op, "cpu")
+    why = impl.supports(registry.typical_call("cuda"))
+    assert why is not None and "CPU tensors" in why
+    assert "cpu" not in ops.available_backends(op, "cuda")
+
+
+@pytest.mark.parametrize("op", ["word_attention", "damsm_word_similarity"])
+def test_attention_ops_keep_the_torch_backend_on_cpu(op, monkeypatch):
+    monkeypatch.delenv("ATTNGAN_FAST_BACKEND", raising=False)
+    assert ops.resolve_backend(op, "cpu") == "torch"
+
+
+def test_upblock_on_cpu_runs_the_cpu_batch_norm(monkeypatch):
+    """upsample_conv3x3_bn_glu on the cpu backend reaches the cpu BatchNorm kernels."""
+    calls = []
+    real = cpu.batch_norm_act_forward
+    monkeypatch.setattr(cpu, "batch_norm_act_forward", lambda *a: calls.append(1) or real(*a))
+    registry.implementation("batch_norm_act", "cpu").forward = cpu.batch_norm_act_forward
+    try:
+        x, w = torch.randn(2, 3, 4, 4), torch.randn(6, 3, 3, 3)
+        y = ops.upsample_conv3x3_bn_glu(x, w, None, None, None, None, True, 0.1, 1e-5)
+    finally:
+        registry.implementation("batch_norm_act", "cpu").forward = real
+    assert y.shape == (2, 3, 8, 8) and calls == [1]
