@@ -89,7 +89,7 @@ def test_plain_pytorch_reaches_every_call_site_of_the_fused_ops():
     cfg = tiny_config()
     g = build_generator(cfg)
     z, sent, words = torch.randn(2, cfg.GAN.Z_DIM), torch.randn(2, 256), torch.randn(2, 256, 4)
-    with _OpNames() as fused:
+    with ops.use_backend("torch"), _OpNames() as fused:  # every op of G a custom op
         g(z, sent, words, None, need_attn=False)
     with plain_pytorch(), _OpNames() as plain:
         g(z, sent, words, None, need_attn=False)

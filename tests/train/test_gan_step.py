@@ -75,12 +75,17 @@ class _DtypesSeen(TorchDispatchMode):
         return out
 
 
-def _custom_op(op: str) -> str:
-    """The name of the custom op that runs ``op`` on CPU tensors (the backend chosen there)."""
-    return f"attngan_fast::{op}_{ops.resolve_backend(op, 'cpu')}"
+def _custom_op(op: str) -> str | None:
+    """The name of the custom op that runs ``op`` on CPU tensors (the backend chosen there), None
+    where that backend runs it as a composite of PyTorch operations (no custom op)."""
+    backend = ops.resolve_backend(op, "cpu")
+    if ops.registry.implementation(op, backend).composite is not None:
+        return None
+    return f"attngan_fast::{op}_{backend}"
 
 
-def test_bf16_step_runs_under_autocast_with_fp32_statistics():
+@pytest.mark.parametrize("backend", ["torch", "auto"])  # auto: the cpu backend where it has the op
+def test_bf16_step_runs_under_autocast_with_fp32_statistics(backend):
     """bf16: convolutions and G's fused ops take bfloat16, while BatchNorm's parameters, running
     and batch statistics, the attention's log-sum-exp, the softmaxes and the DAMSM similarity are
     float32; parameters, optimiser moments and EMA stay float32. (Without autocast nothing would
@@ -92,7 +97,7 @@ def test_bf16_step_runs_under_autocast_with_fp32_statistics():
         torch.manual_seed(0)
         state = states[precision] = _state(precision)
         batch = synthetic_batch(state.cfg, VOCAB, 4, generator=torch.Generator().manual_seed(1))
-        with _DtypesSeen() as record:
+        with ops.use_backend(backend), _DtypesSeen() as record:
             gan_train_step(state, batch)
         seen[precision], weights[precision] = record.calls, record.weights
     every_dtype = {d for calls in seen["fp32"].values() for i, o in calls for d in i + o}
@@ -114,13 +119,26 @@ def test_bf16_step_runs_under_autocast_with_fp32_statistics():
     assert head_convs and convs
     assert all(i == (fp32,) * len(i) for i, _ in head_convs)
     assert all(i == (bf16,) * len(i) for i, _ in convs)
-    for x_in, x_out in calls[_custom_op("upsample_conv3x3_bn_glu")]:  # G's upBlocks
+    with ops.use_backend(backend):
+        up_block, bn_act, attention, damsm = map(
+            _custom_op,
+            (
+                "upsample_conv3x3_bn_glu",
+                "batch_norm_act",
+                "word_attention",
+                "damsm_word_similarity",
+            ),
+        )
+    # the cpu backend's upBlock is a composite: its conv is among the convolutions above, its
+    # BatchNorm + GLU among the batch_norm_act calls below
+    assert (up_block is None) == (backend == "auto")
+    for x_in, x_out in calls[up_block] if up_block else ():  # G's upBlocks
         # x, conv weight | BN weight, bias, running mean, var -> y | batch mean, invstd (+ conv)
         assert x_in[:2] == (bf16, bf16) and x_in[2:] == (fp32,) * 4
         assert x_out[0] == bf16 and x_out[-2:] == (fp32, fp32)
-    for x_in, x_out in calls[_custom_op("batch_norm_act")]:  # fc's and the ResBlocks' BN
+    for x_in, x_out in calls[bn_act]:  # fc's, the ResBlocks' (and the cpu upBlocks') BN
         assert x_in[0] == bf16 and x_in[-4:] == (fp32,) * 4 and x_out[-2:] == (fp32, fp32)
-    for x_in, x_out in calls[_custom_op("word_attention")]:
+    for x_in, x_out in calls[attention]:
         assert x_in == (bf16, bf16) and x_out[-1] == fp32  # log-sum-exp of the softmax: fp32
     head_bns, bns = split("aten::native_batch_norm")  # the Ds' BatchNorm2d
     for x_in, x_out in bns:
@@ -132,7 +150,7 @@ def test_bf16_step_runs_under_autocast_with_fp32_statistics():
         c for name in ("aten::_softmax", "aten::_log_softmax") for c in calls.get(name, [])
     ]
     assert softmaxes and all(x_in == (fp32,) and x_out == (fp32,) for x_in, x_out in softmaxes)
-    assert all(c == ((fp32, fp32), (fp32,)) for c in calls[_custom_op("damsm_word_similarity")])
+    assert all(c == ((fp32, fp32), (fp32,)) for c in calls[damsm])
     state = states["bf16"]
     tensors = [*state.generator.state_dict().values(), *state.discriminators.state_dict().values()]
     tensors += list(state.ema.params)
