@@ -3,8 +3,8 @@
 Which implementation runs a call: the op's ``backend=`` argument, else the innermost
 ``use_backend(...)`` block, else the environment variable ``ATTNGAN_FAST_BACKEND`` (a backend
 name, or empty / ``auto``), else the first backend, in the device's order of preference, that can
-run the call (on CPU tensors the ``cpu`` backend where it has the op, else ``torch``). ``available_backends(op, device)`` lists
-them; ``registry.py`` says how backends register.
+run the call (on CPU tensors the ``cpu`` backend where it has the op, else ``torch``).
+``available_backends(op, device)`` lists them; ``registry.py`` says how backends register.
 """
 
 from attngan_fast.ops import registry
