@@ -555,7 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         code, message = describe_error(exc)
-        print(f"{where}: error: {message}", file=sys.stderr)
+        # one write, newline included: the lines of several processes (torchrun) do not interleave
+        sys.stderr.write(f"{where}: error: {message}\n")
+        sys.stderr.flush()
         return code
 
 
