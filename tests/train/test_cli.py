@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import pytest
@@ -86,6 +87,51 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert code == 0
     assert list(gen.rglob("*stage2_128px.png"))
     assert torch.load(out / "gan" / "Model" / "netG.pth", weights_only=True)
+
+
+def test_demo_remakes_data_made_with_other_settings(tmp_path, monkeypatch):
+    """data/ is kept for the same SynthBirds settings and made again when they change."""
+    import json
+
+    from attngan_fast import demo
+
+    made = []
+    real = demo.make_synth_birds
+    monkeypatch.setattr(demo, "make_synth_birds", lambda *a, **k: made.append(k) or real(*a, **k))
+    monkeypatch.setattr(demo, "pretrain_damsm", _stop)
+    out = tmp_path / "demo"
+    tiny = demo.demo_settings("tiny")
+    for settings in (
+        tiny,
+        tiny,
+        demo.scaled(tiny, variety="full"),
+        demo.scaled(tiny, variety="full", n_train=40),
+    ):
+        with pytest.raises(_Stopped):
+            demo.run_demo(out, settings, device="cpu", progress=False)
+    assert [k["variety"] for k in made] == [demo.VARIETIES["simple"], demo.VARIETIES["full"],
+                                             demo.VARIETIES["full"]]  # fmt: skip
+    stamp = json.loads((out / "data" / demo.DATA_STAMP).read_text())
+    assert stamp["n_train"] == 40 and stamp["variety"] == "full"
+    assert len(json.loads((out / "data" / "attributes.json").read_text())["images"]) == 40 + 8
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop(*args, **kwargs):
+    raise _Stopped
+
+
+def test_demo_cpu_settings_keep_the_classifier_trustworthy():
+    """The demo scores with a classifier trained like the eval CLI's (1000 batches), not fewer."""
+    from attngan_fast import demo
+    from attngan_fast.eval.attribute_accuracy import train_classifier
+
+    default_steps = inspect.signature(train_classifier).parameters["steps"].default
+    assert demo.demo_settings("cpu").classifier_steps >= default_steps
+    assert demo.demo_settings("gpu").classifier_steps >= default_steps
 
 
 @pytest.mark.slow
