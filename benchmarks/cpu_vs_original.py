@@ -36,7 +36,8 @@ Library variants (``--variants``, comma-separated):
 * ``fast``  -- the CPU fast path: the ``cpu`` backend, bf16 autocast where the CPU has native
   bf16 (fp32 otherwise), channels-last, fused Adam;
 * ``fast-compile`` -- ``fast`` with G, the Ds and the image encoder compiled by inductor (C++);
-  the compilation is in the warm-up line.
+  the compilation is in the warm-up line;
+* ``cpu-fp32-cl-compile`` -- ``cpu-fp32-cl`` compiled the same way.
 """
 
 from __future__ import annotations
@@ -258,8 +259,8 @@ def library_runner(variant: str, batch: int, config: str = "birds") -> Runner:
     if variant == "bf16" or variant == "bf16-cl":
         channels_last = variant == "bf16-cl"
         precision = "bf16"
-    elif variant in ("cpu-fp32", "cpu-fp32-cl"):
-        channels_last, cpu_backend = variant == "cpu-fp32-cl", True
+    elif variant in ("cpu-fp32", "cpu-fp32-cl", "cpu-fp32-cl-compile"):
+        channels_last, cpu_backend = variant != "cpu-fp32", True
     elif variant in ("fast", "fast-compile"):
         from attngan_fast.ops import cpu
 
@@ -268,7 +269,7 @@ def library_runner(variant: str, batch: int, config: str = "birds") -> Runner:
     elif variant not in ("fp32", "before"):
         raise SystemExit(f"unknown library variant {variant!r}")
     state = build_gan_state(cfg, VOCAB, "cpu", precision, channels_last=channels_last, **kwargs)
-    if variant == "fast-compile":
+    if variant.endswith("-compile"):
         compile_models(state)
     if variant == "before":  # the Adam of the library before the CPU path: PyTorch's default loop
         adam = {"betas": (0.5, 0.999), "fused": None}

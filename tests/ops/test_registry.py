@@ -46,7 +46,12 @@ def _attention(batch=2, words=4):
 # --- the order of the choices -------------------------------------------------------------------
 
 
-CPU_BACKEND_OPS = {"batch_norm_act", "upsample_conv3x3", "upsample_conv3x3_bn_glu"}
+CPU_BACKEND_OPS = {
+    "batch_norm_act",
+    "upsample_conv3x3",
+    "upsample_conv3x3_bn_glu",
+    "word_attention",
+}
 
 
 def test_cpu_default_is_the_cpu_backend_else_torch():
@@ -66,7 +71,7 @@ def test_argument_beats_use_backend_beats_environment(monkeypatch):
         assert ops.resolve_backend("word_attention", "cpu") == "reference"
         assert ops.resolve_backend("word_attention", "cpu", backend="torch") == "torch"
     with ops.use_backend("auto"):
-        assert ops.resolve_backend("word_attention", "cpu") == "torch"
+        assert ops.resolve_backend("word_attention", "cpu") == "cpu"
 
 
 def test_use_backend_nests_per_op_and_per_thread():
@@ -85,14 +90,14 @@ def test_use_backend_nests_per_op_and_per_thread():
         with ops.use_backend("torch", word_attention="reference"):
             assert ops.resolve_backend("word_attention") == "reference"
             assert ops.resolve_backend("upsample_conv3x3") == "torch"
-    assert seen["b"] == "torch"  # another thread: no block
-    assert ops.resolve_backend("word_attention") == "torch"
+    assert seen["b"] == "cpu"  # another thread: no block, the automatic choice
+    assert ops.resolve_backend("word_attention") == "cpu"
 
 
 @pytest.mark.parametrize("value", ["", "  ", "auto", "AUTO"])
 def test_empty_or_auto_environment_variable_means_automatic(monkeypatch, value):
     monkeypatch.setenv(registry.ENV_VAR, value)
-    assert ops.resolve_backend("word_attention", "cpu") == "torch"
+    assert ops.resolve_backend("word_attention", "cpu") == "cpu"
     ops.word_attention(*_attention(), None)
 
 
@@ -174,13 +179,13 @@ def test_automatic_choice_takes_the_first_backend_that_supports_the_call():
             ops.word_attention(*_attention(words=6), None)
             q, s = _attention(words=6)
             ops.word_attention(q.double(), s.double(), None)
-            assert ops.available_backends("word_attention", "cpu")[:3] == ["short", "f32", "torch"]
+            assert ops.available_backends("word_attention", "cpu")[:3] == ["short", "f32", "cpu"]
             assert ops.available_backends("word_attention", "cpu", torch.float64)[0] == "short"
             with pytest.raises(
                 ops.BackendUnavailableError, match="'short' is not available: T > 4"
             ):
                 ops.word_attention(*_attention(words=6), None, backend="short")
-    assert calls == ["short", "f32"]  # and float64 with T = 6 fell through to torch
+    assert calls == ["short", "f32"]  # and float64 with T = 6 fell through to cpu
     assert "short" not in registry.backend_names("word_attention")
 
 
