@@ -114,6 +114,7 @@ def load_folder_dataset(
     base_size: int = 64,
     branch_num: int = 3,
     augment: bool = True,
+    flip: bool = True,
 ) -> CaptionedImageDataset:
     """A split of a plain folder of captioned images (see the module docstring).
 
@@ -141,6 +142,6 @@ def load_folder_dataset(
         vocab=sets.vocab,
         class_ids=list(range(len(keys))),
         words_num=words_num,
-        images=BranchImages(base_size, branch_num, augment),
+        images=BranchImages(base_size, branch_num, augment, flip),
         source=f"{root / 'captions.pickle'} ({FOLDER_LAYOUT})",
     )

@@ -54,14 +54,19 @@ class BranchImages:
         base_size: size of the first branch (64 for the GAN, 299 for DAMSM pretraining).
         branch_num: number of branches; sizes are ``base_size · 2^i``.
         augment: random crop and flip as in training; False takes the centre crop, no flip.
+        flip: with ``augment``, mirror half the images left-right (the original always does);
+            False keeps the random crop only (data whose objects all face one way).
 
     Calling it with ``(img, bbox)`` returns ``branch_num`` tensors 3×s×s in [-1, 1], s = 64, 128,
     256 by default; the smaller ones are downscaled from the largest.
     """
 
-    def __init__(self, base_size: int = 64, branch_num: int = 3, augment: bool = True):
+    def __init__(
+        self, base_size: int = 64, branch_num: int = 3, augment: bool = True, flip: bool = True
+    ):
         self.sizes = branch_sizes(base_size, branch_num)
         self.augment = augment
+        self.flip = flip
 
     @property
     def load_size(self) -> int:
@@ -80,7 +85,7 @@ class BranchImages:
         else:
             top, left = (h - s) // 2, (w - s) // 2
         img = img.crop((left, top, left + s, top + s))
-        if self.augment and float(torch.rand(1)) < 0.5:
+        if self.augment and self.flip and float(torch.rand(1)) < 0.5:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return [
             to_tensor(img if size == s else img.resize((size, size), Image.Resampling.BILINEAR))

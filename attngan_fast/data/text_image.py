@@ -181,6 +181,7 @@ def load_text_image_dataset(
     words_num: int | None = None,
     captions_per_image: int | None = None,
     augment: bool = True,
+    flip: bool = True,
 ) -> CaptionedImageDataset:
     """A split of a CUB- or COCO-layout dataset (see the module docstring for the files).
 
@@ -192,6 +193,7 @@ def load_text_image_dataset(
         words_num: caption length T (default 18 for CUB, 12 for COCO).
         captions_per_image: default 10 for CUB, 5 for COCO.
         augment: random crop and flip (the original uses them for both splits).
+        flip: False leaves out the flip of ``augment`` (see ``BranchImages``).
 
     Raises:
         FileNotFoundError: a file or folder of the layout is missing (the message names it).
@@ -226,6 +228,6 @@ def load_text_image_dataset(
         class_ids=load_class_ids(root / split / "class_info.pickle", len(keys)),
         bboxes=bboxes,
         words_num=words_num or lay.words_num,
-        images=BranchImages(base_size, branch_num, augment),
+        images=BranchImages(base_size, branch_num, augment, flip),
         source=f"{root / 'captions.pickle'} ({lay.description})",
     )

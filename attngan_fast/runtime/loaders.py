@@ -42,9 +42,11 @@ def load_dataset(
     split: str = "train",
     layout: str = "auto",
     augment: bool = True,
+    flip: bool = True,
 ) -> CaptionedImageDataset:
     """Split ``split`` of the dataset at ``root`` with images for cfg's branches
-    (TREE.BASE_SIZE * 2^i, i < TREE.BRANCH_NUM) and captions of TEXT.WORDS_NUM words."""
+    (TREE.BASE_SIZE * 2^i, i < TREE.BRANCH_NUM) and captions of TEXT.WORDS_NUM words.
+    ``augment``: random crop and (unless ``flip`` is False) left-right flip."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if layout == "auto":
@@ -52,7 +54,7 @@ def load_dataset(
     sizes = {"base_size": cfg.TREE.BASE_SIZE, "branch_num": cfg.TREE.BRANCH_NUM}
     if layout == "folder":
         return load_folder_dataset(
-            root, split, words_num=cfg.TEXT.WORDS_NUM, augment=augment, **sizes
+            root, split, words_num=cfg.TEXT.WORDS_NUM, augment=augment, flip=flip, **sizes
         )
     return load_text_image_dataset(
         root,
@@ -61,6 +63,7 @@ def load_dataset(
         words_num=cfg.TEXT.WORDS_NUM,
         captions_per_image=cfg.TEXT.CAPTIONS_PER_IMAGE,
         augment=augment,
+        flip=flip,
         **sizes,
     )
 

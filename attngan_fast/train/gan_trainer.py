@@ -106,6 +106,8 @@ class GanTrainOptions:
     epochs. ema_decay 0.999 is the original; short runs look better with less averaging.
     compile: torch.compile the networks (``gan_step.compile_models``); the first step's time,
     compilation included, is printed.
+    flip: the original mirrors half the training images left-right; False keeps its random crop
+    only (data whose birds all face one way, like the demo's simple SynthBirds).
     resume continues the run in out_dir; overwrite starts it again (its files are deleted first);
     without either, an out_dir holding a run is refused (OutputExistsError).
     """
@@ -133,6 +135,7 @@ class GanTrainOptions:
     original_damsm_loop: bool = False
     legacy_mask: bool = False
     ema_decay: float = 0.999
+    flip: bool = True
     progress: bool = True
     overwrite: bool = False
 
@@ -365,7 +368,7 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
             f"TREE.BASE_SIZE is {cfg.TREE.BASE_SIZE}: the generator's first stage draws 64 px "
             "images, so GAN training needs TREE.BASE_SIZE 64 (more pixels: --branches)"
         )
-    dataset = load_dataset(opts.data_dir, cfg, "train", opts.layout)
+    dataset = load_dataset(opts.data_dir, cfg, "train", opts.layout, flip=opts.flip)
     text_path = opts.text_encoder or cfg.TRAIN.NET_E
     if not text_path:
         raise UsageError(

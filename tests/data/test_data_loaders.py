@@ -107,6 +107,24 @@ def test_augment_off_is_deterministic_and_on_flips(tmp_path):
         for _ in range(30)
     }
     assert left_means == {-1.0, 1.0}  # left edge black, or white when flipped
+    no_flip = {
+        round(
+            float(
+                BranchImages(32, 2, flip=False)(Image.open(path).convert("RGB"))[1][:, :, :8].mean()
+            ),
+            1,
+        )
+        for _ in range(30)
+    }
+    assert no_flip == {-1.0}  # random crops, never mirrored
+
+
+def test_no_flip_reaches_the_training_data(synth_root):
+    from attngan_fast.config import preset
+    from attngan_fast.runtime.loaders import load_dataset
+
+    assert load_dataset(synth_root, preset("birds"), "train").images.flip
+    assert not load_dataset(synth_root, preset("birds"), "train", flip=False).images.flip
 
 
 def test_collate_and_sort_keep_the_permutation(synth_root):
