@@ -273,10 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="G's weight averaging, in [0, 1)",
     )
     p.add_argument(
-        "--no-flip",
-        dest="flip",
-        action="store_false",
-        help="do not mirror training images left-right (data whose birds all face one way)",
+        "--augment",
+        choices=["full", "crop", "none"],
+        default="full",
+        help="training images: full = the original's random crop and left-right mirror; crop = "
+        "the crop only (birds all facing one way); none = the centre crop",
     )
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm in the Ds (multi-GPU)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
@@ -449,7 +450,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             sample_captions=args.sample_captions, workers=_workers(args, cfg), resume=args.resume,
             sync_bn=args.sync_bn, channels_last=args.channels_last, compile=args.compile,
             original_damsm_loop=args.original_damsm_loop, legacy_mask=args.legacy_mask,
-            ema_decay=args.ema_decay, flip=args.flip, progress=not args.no_progress,
+            ema_decay=args.ema_decay, augment=args.augment, progress=not args.no_progress,
             overwrite=args.overwrite,
         ),
     )  # fmt: skip

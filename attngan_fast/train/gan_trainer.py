@@ -94,6 +94,10 @@ FLAGS = {
 }  # fmt: skip
 
 
+# --augment: (random crop, left-right mirror) of the training images
+AUGMENTATIONS = {"full": (True, True), "crop": (True, False), "none": (False, False)}
+
+
 @dataclass
 class GanTrainOptions:
     """Options of a GAN training run beyond the original config (``Config``).
@@ -106,8 +110,10 @@ class GanTrainOptions:
     epochs. ema_decay 0.999 is the original; short runs look better with less averaging.
     compile: torch.compile the networks (``gan_step.compile_models``); the first step's time,
     compilation included, is printed.
-    flip: the original mirrors half the training images left-right; False keeps its random crop
-    only (data whose birds all face one way, like the demo's simple SynthBirds).
+    augment: the training images' augmentation (``AUGMENTATIONS``): ``full``, the original's
+    random crop and left-right mirror; ``crop``, the crop only (data whose birds all face one
+    way); ``none``, the centre crop (data whose birds are all drawn alike, like the demo's simple
+    SynthBirds).
     resume continues the run in out_dir; overwrite starts it again (its files are deleted first);
     without either, an out_dir holding a run is refused (OutputExistsError).
     """
@@ -135,7 +141,7 @@ class GanTrainOptions:
     original_damsm_loop: bool = False
     legacy_mask: bool = False
     ema_decay: float = 0.999
-    flip: bool = True
+    augment: str = "full"
     progress: bool = True
     overwrite: bool = False
 
@@ -346,6 +352,8 @@ def check_options(opts: GanTrainOptions) -> None:
     )  # fmt: skip
     if not 0.0 <= opts.ema_decay < 1.0:
         raise UsageError(f"--ema-decay must be in [0, 1), got {opts.ema_decay}")
+    if opts.augment not in AUGMENTATIONS:
+        raise UsageError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {opts.augment!r}")
 
 
 def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
@@ -368,7 +376,8 @@ def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:
             f"TREE.BASE_SIZE is {cfg.TREE.BASE_SIZE}: the generator's first stage draws 64 px "
             "images, so GAN training needs TREE.BASE_SIZE 64 (more pixels: --branches)"
         )
-    dataset = load_dataset(opts.data_dir, cfg, "train", opts.layout, flip=opts.flip)
+    augment, flip = AUGMENTATIONS[opts.augment]
+    dataset = load_dataset(opts.data_dir, cfg, "train", opts.layout, augment=augment, flip=flip)
     text_path = opts.text_encoder or cfg.TRAIN.NET_E
     if not text_path:
         raise UsageError(

@@ -119,12 +119,34 @@ def test_augment_off_is_deterministic_and_on_flips(tmp_path):
     assert no_flip == {-1.0}  # random crops, never mirrored
 
 
-def test_no_flip_reaches_the_training_data(synth_root):
+def test_augmentation_choices_reach_the_training_data(synth_root, monkeypatch):
+    """GanTrainOptions.augment -> the loader's (random crop, mirror)."""
     from attngan_fast.config import preset
-    from attngan_fast.runtime.loaders import load_dataset
+    from attngan_fast.runtime import loaders
+    from attngan_fast.train import gan_trainer
 
-    assert load_dataset(synth_root, preset("birds"), "train").images.flip
-    assert not load_dataset(synth_root, preset("birds"), "train", flip=False).images.flip
+    assert gan_trainer.AUGMENTATIONS == {
+        "full": (True, True), "crop": (True, False), "none": (False, False)
+    }  # fmt: skip
+    for augment, flip in gan_trainer.AUGMENTATIONS.values():
+        images = loaders.load_dataset(
+            synth_root, preset("birds"), "train", augment=augment, flip=flip
+        ).images
+        assert (images.augment, images.flip) == (augment, flip)
+    seen = []
+
+    class Loaded(Exception):
+        pass
+
+    def load(*args, **kwargs):
+        seen.append(kwargs)
+        raise Loaded
+
+    monkeypatch.setattr(gan_trainer, "load_dataset", load)
+    opts = gan_trainer.GanTrainOptions(out_dir="unused", data_dir=synth_root, augment="crop")
+    with pytest.raises(Loaded):
+        gan_trainer.train_gan(preset("birds"), opts)
+    assert seen == [{"augment": True, "flip": False}]
 
 
 def test_collate_and_sort_keep_the_permutation(synth_root):

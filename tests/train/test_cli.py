@@ -88,23 +88,26 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert code == 0
     assert list(gen.rglob("*stage2_128px.png"))
     assert torch.load(out / "gan" / "Model" / "netG.pth", weights_only=True)
-    assert json.loads((out / "gan" / "run.json").read_text())["flip"] is False  # simple birds
+    assert json.loads((out / "gan" / "run.json").read_text())["augment"] == "none"  # simple birds
 
 
-@pytest.mark.parametrize(("flags", "flip"), [([], True), (["--no-flip"], False)])
-def test_train_no_flip_reaches_the_options(flags, flip, monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    ("flags", "augment"),
+    [([], "full"), (["--augment", "crop"], "crop"), (["--augment", "none"], "none")],
+)
+def test_train_augment_reaches_the_options(flags, augment, monkeypatch, tmp_path):
     from attngan_fast.train import gan_trainer
 
     seen = {}
 
     def fake_train(cfg, opts):
-        seen["flip"] = opts.flip
+        seen["augment"] = opts.augment
         raise SystemExit(0)
 
     monkeypatch.setattr(gan_trainer, "train_gan", fake_train)
     with pytest.raises(SystemExit):
         cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), *flags])
-    assert seen == {"flip": flip}
+    assert seen == {"augment": augment}
 
 
 def test_demo_remakes_data_made_with_other_settings(tmp_path, monkeypatch):

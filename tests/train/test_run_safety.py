@@ -135,7 +135,7 @@ def test_nothing_to_train_is_refused(tmp_path, synth_root, damsm_files):
     with pytest.raises(UsageError, match="already at step 2"):
         opts = gan_opts(tmp_path, synth_root, damsm_files, max_steps=2, resume=True)
         train_gan(tiny_gan_cfg(), opts)
-    for bad in ({"log_every": 0}, {"checkpoint_every": 0}, {"ema_decay": 1.0}):
+    for bad in ({"log_every": 0}, {"checkpoint_every": 0}, {"ema_decay": 1.0}, {"augment": "flip"}):
         with pytest.raises(UsageError, match="must be"):
             train_gan(tiny_gan_cfg(), gan_opts(tmp_path / "new", synth_root, damsm_files, **bad))
 
