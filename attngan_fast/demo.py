@@ -60,8 +60,8 @@ class DemoSettings:
     # right on a plain background) is what 2 CPU cores can learn in minutes; "full" on a GPU.
     variety: str = "simple"
     # The simple birds are all drawn alike (large, perched, facing right): the original's random
-    # crop and mirror make G learn shifted and mirrored birds. In 1500 steps, attribute accuracy
-    # full / crop / none: 35 / 46 / 51 % (benchmarks/NOTES.md, "The demo").
+    # crop and mirror make G learn shifted and mirrored birds. In 1500 fp32 steps, attribute
+    # accuracy full / crop / none: 35 / 46 / 51 % (benchmarks/NOTES.md, "The demo").
     augment: str = "none"
     image_size: int = 128
     embedding_dim: int = 64
@@ -72,7 +72,9 @@ class DemoSettings:
     damsm_lr: float = 2e-3
     small_size: int = 64
     small_ndf: int = 16
-    gan_steps: int = 2500  # 0.23 s a step on 2 cores (quiet machine): 1500 gave 34 % / 64 %
+    # bf16 on 2 cores (quiet machine): ~0.15 s a step with the data loading. One thread, no
+    # augmentation: fp32 2500 steps 59 % / 76 %, bf16 1500: 42 % / 74 %, bf16 4000: 72 % / 76 %.
+    gan_steps: int = 3500
     gan_batch: int = 16
     branches: int = 2
     ngf: int = 8
@@ -85,9 +87,12 @@ class DemoSettings:
     lambda_: float = 5.0
     ema_decay: float = 0.99
     sample_every: int = 250
-    # fp32 on the CPU: at these widths (ngf 8) oneDNN's bf16 convolutions on small maps are
-    # slower than fp32 even with AMX (benchmarks/NOTES.md, "CPU path"); bf16 on the GPU.
-    precision: str = "fp32"
+    # The GAN's precision: "auto" is bf16 on CPUs with AVX-512 BF16 / AMX (2.5x the fp32 step of
+    # the library before its CPU path, 1.4x its fp32 step now; benchmarks/NOTES.md, "CPU path"),
+    # fp32 elsewhere. At equal steps bf16 scored 7-9 points lower than fp32, at equal time higher.
+    precision: str = "auto"
+    # DAMSM pretraining stays fp32 on the CPU: bf16 saved ~10 % of its time there.
+    damsm_precision: str = "fp32"
     channels_last: bool = True
     # The attribute classifier's training batches (1000: 96-98 % on held-out real images, the
     # eval CLI's default; fewer leave small parts near chance and the score untrustworthy).
@@ -117,6 +122,7 @@ SETTINGS = {
         ema_decay=0.999,
         sample_every=1000,
         precision="bf16",
+        damsm_precision="bf16",
     ),  # fmt: skip
     "quick": DemoSettings(
         n_train=400,
@@ -213,7 +219,7 @@ def run_demo(
         damsm_cfg,
         PretrainOptions(
             out_dir=out / "damsm", data_dir=data, image_encoder="small", small_ndf=s.small_ndf,
-            small_size=s.small_size, device=device, precision=s.precision, seed=seed,
+            small_size=s.small_size, device=device, precision=s.damsm_precision, seed=seed,
             max_steps=s.damsm_steps, progress=progress, log_every=10, overwrite=True,
         ),
     )  # fmt: skip

@@ -16,7 +16,8 @@ backend and the ``reference`` stay selectable by name, ``use_backend`` or the en
 * ``upsample_conv3x3``: the reference composition (nearest upsample, then oneDNN's 3x3 kernel),
   differentiated by autograd;
 * ``upsample_conv3x3_bn_glu``: that convolution, then this backend's BatchNorm + GLU;
-* ``word_attention``: the reference composition (ATen's fused softmax), differentiated by autograd.
+* ``word_attention``: the reference's arithmetic (ATen's fused softmax, the mask broadcast per
+  sample), differentiated by autograd.
 
 The DAMSM similarity keeps the ``torch`` backend on the CPU (under 1 % of an iteration there).
 """
@@ -173,10 +174,11 @@ def _low_precision_forward(
     eps: float,
     mode: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The forward for bf16 / fp16 x: native batch norm in NCHW, statistics in float32; y in x's
-    dtype and memory format."""
+    """The forward for bf16 / fp16 x: native batch norm, statistics in float32; y in x's dtype and
+    memory format. GLU runs in NCHW (its halves are strided in channels-last); ``add`` keeps the
+    layout."""
     layout = _layout.memory_format(x)
-    xn = x.contiguous()
+    xn = x.contiguous() if mode == "glu" else x
     if training:
         z, mean, invstd = torch.ops.aten._native_batch_norm_legit.no_stats(xn, w, b, True, 0.0, eps)
         mean, var = mean.float(), invstd.float().pow(-2) - eps
@@ -185,8 +187,9 @@ def _low_precision_forward(
             xn, w, b, running_mean.float(), running_var.float(), 0.0, eps
         )[0]
         mean, var = x.new_empty(0, dtype=torch.float32), x.new_empty(0, dtype=torch.float32)
-    y = F.glu(z, dim=1) if mode == "glu" else z.add_(residual.contiguous())
-    return y.contiguous(memory_format=layout), mean, var
+    if mode == "glu":
+        return F.glu(z, dim=1).contiguous(memory_format=layout), mean, var
+    return z.add_(residual), mean, var
 
 
 def _low_precision_backward(
@@ -200,11 +203,15 @@ def _low_precision_backward(
     eps: float,
     mode: str,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """The backward for bf16 / fp16 x, in NCHW float32: x and grad_y converted once (a fast
-    contiguous pass), ATen's GLU backward on the recomputed normalised map, its batch-norm backward;
-    grad_x rounded to x's dtype and memory format once at the end. The GLU's gradient stays in
-    float32: the BatchNorm parameters' gradients sum B H W of its terms."""
+    """The backward for bf16 / fp16 x. ``glu``: in NCHW float32, x and grad_y converted once,
+    ATen's GLU backward on the recomputed normalised map, its batch-norm backward, grad_x rounded
+    to x's dtype and memory format once at the end (the GLU's gradient stays in float32: the
+    BatchNorm parameters' gradients sum B H W of its terms). ``add``: grad_y is the normalised
+    map's gradient as it is, so ATen's batch-norm backward runs on x and grad_y in their dtype
+    and layout (float32 sums inside)."""
     layout = _layout.memory_format(x)
+    if mode == "add":
+        return _batch_norm_backward_as_is(grad_y, x, weight, bias, mean, var, training, eps)
     xf = x.to(torch.float32, memory_format=torch.contiguous_format)
     w, b = _params(xf, weight, bias)
     mean, var = mean.float(), var.float()
@@ -221,6 +228,31 @@ def _low_precision_backward(
     )
     return (
         grad_x.to(x.dtype, memory_format=layout),
+        grad_w.to(weight.dtype) if weight is not None else None,
+        grad_b.to(bias.dtype) if bias is not None else None,
+    )
+
+
+def _batch_norm_backward_as_is(
+    grad_y: Tensor,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    training: bool,
+    eps: float,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """ATen's batch-norm backward of ``x`` (any floating dtype, its layout) for ``grad_y``."""
+    w, _ = _params(x, weight, bias)
+    mean, var = mean.float(), var.float()
+    grad_y = grad_y.to(x.dtype).contiguous(memory_format=_layout.memory_format(x))
+    need = [True, weight is not None, bias is not None]
+    grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
+        grad_y, x, w, mean, var, mean, torch.rsqrt(var + eps), training, eps, need
+    )
+    return (
+        grad_x,
         grad_w.to(weight.dtype) if weight is not None else None,
         grad_b.to(bias.dtype) if bias is not None else None,
     )
@@ -244,6 +276,31 @@ def glu_backward_halves(grad_y: Tensor, a: Tensor, gate: Tensor) -> Tensor:
 
 
 # --- registration -----------------------------------------------------------------------------
+
+
+def word_attention_cpu(
+    query: Tensor,
+    source: Tensor,
+    mask: Tensor | None,
+    need_attn: bool = True,
+    legacy_mask: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Word attention on the CPU (composite form, differentiated by autograd): the reference's
+    arithmetic with ATen's fused softmax, the per-sample mask broadcast over the regions instead
+    of expanded, and empty rows (every word masked) found from the B x T mask instead of a pass
+    over the B x N x T scores. The original's misaligned mask (``legacy_mask``) varies per region:
+    the reference composition. Returns ``(context B x C x N, attn B x T x N or None)``."""
+    if mask is None or legacy_mask:
+        return word_attention_reference(query, source, mask, need_attn, legacy_mask)
+    acc = _checks.acc_dtype(query.dtype)
+    scores = torch.bmm(query.transpose(1, 2), source).to(acc)  # B x N x T
+    scores = scores.masked_fill(mask[:, None, :], float("-inf"))
+    attn = torch.softmax(scores, dim=-1)
+    empty = mask.all(dim=1)  # B: a sample without a valid word gets zeros, not NaN
+    attn = attn.masked_fill(empty[:, None, None], 0.0)
+    attn = attn.to(query.dtype)
+    context = torch.bmm(source, attn.transpose(1, 2))
+    return context, (attn.transpose(1, 2) if need_attn else None)
 
 
 def cpu_only(call: registry.Call) -> str | None:
@@ -287,4 +344,4 @@ CPU.register(
 CPU.register(upsample_conv_bn.OP, supports=cpu_only, composite=upsample_conv3x3_bn_glu)
 # Word attention: ATen's fused softmax and its backward under autograd beat the torch backend's
 # log-sum-exp contract (a dozen passes over B x N x T) by 1.3-1.6x (demo shape, 1 core).
-CPU.register(WORD_ATTENTION, supports=cpu_only, composite=word_attention_reference)
+CPU.register(WORD_ATTENTION, supports=cpu_only, composite=word_attention_cpu)

@@ -353,7 +353,8 @@ def check_options(opts: GanTrainOptions) -> None:
     if not 0.0 <= opts.ema_decay < 1.0:
         raise UsageError(f"--ema-decay must be in [0, 1), got {opts.ema_decay}")
     if opts.augment not in AUGMENTATIONS:
-        raise UsageError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {opts.augment!r}")
+        choices = ", ".join(AUGMENTATIONS)
+        raise UsageError(f"--augment must be one of {choices}, got {opts.augment!r}")
 
 
 def _train(cfg: Config, opts: GanTrainOptions, info: DistInfo) -> RunFiles:

@@ -98,6 +98,17 @@ def test_small_image_encoder(size, regions):
         assert local.shape == (B, 256, regions, regions) and code.shape == (B, 256)
 
 
+@pytest.mark.parametrize("input_size", [128, 96])  # a whole factor (average pooling) and not
+def test_small_image_encoder_downsamples_by_area(input_size):
+    enc = SmallImageEncoder(nef=16, ndf=4, image_size=64).eval()
+    x = torch.randn(2, 3, input_size, input_size)
+    with torch.no_grad():
+        got = enc(x)
+        want = enc(torch.nn.functional.interpolate(x, size=(64, 64), mode="area"))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
 def test_text_encoder_shapes_and_unsorted_batch():
     enc = RNN_ENCODER(50, nhidden=256).eval()
     lens = torch.tensor([4, 9, 6])  # not sorted: works without enforce_sorted
