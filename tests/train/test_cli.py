@@ -88,7 +88,11 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert code == 0
     assert list(gen.rglob("*stage2_128px.png"))
     assert torch.load(out / "gan" / "Model" / "netG.pth", weights_only=True)
-    assert json.loads((out / "gan" / "run.json").read_text())["augment"] == "none"  # simple birds
+    run = json.loads((out / "gan" / "run.json").read_text())
+    assert run["augment"] == "none"  # the simple birds are all drawn alike
+    from attngan_fast.ops.cpu import native_bf16
+
+    assert run["precision"] == ("bf16" if native_bf16() else "fp32")  # the demo's "auto"
 
 
 @pytest.mark.parametrize(
@@ -143,6 +147,14 @@ class _Stopped(Exception):
 
 def _stop(*args, **kwargs):
     raise _Stopped
+
+
+def test_demo_precision_and_augmentation_per_size():
+    from attngan_fast import demo
+
+    cpu, gpu = demo.demo_settings("cpu"), demo.demo_settings("gpu")
+    assert (cpu.precision, cpu.damsm_precision, cpu.augment) == ("auto", "fp32", "none")
+    assert (gpu.precision, gpu.damsm_precision, gpu.augment) == ("bf16", "bf16", "full")
 
 
 def test_demo_cpu_settings_keep_the_classifier_trustworthy():
