@@ -117,7 +117,13 @@ def test_upsample_conv_and_block_under_bf16_autocast(channels_last):
     assert_rel_parity("upsample_conv3x3", fast, ref, exact, torch.bfloat16)
 
 
-CPU_OPS = ("batch_norm_act", "upsample_conv3x3", "upsample_conv3x3_bn_glu", "word_attention")
+CPU_OPS = (
+    "batch_norm_act",
+    "upsample_conv3x3",
+    "upsample_conv3x3_bn_glu",
+    "word_attention",
+    "damsm_word_similarity",
+)
 
 
 @pytest.mark.parametrize("op", CPU_OPS)
@@ -133,9 +139,18 @@ def test_cpu_backend_is_the_automatic_choice_on_cpu_tensors_only(op, monkeypatch
     assert "cpu" not in ops.available_backends(op, "cuda")
 
 
-def test_damsm_similarity_keeps_the_torch_backend_on_cpu(monkeypatch):
-    monkeypatch.delenv("ATTNGAN_FAST_BACKEND", raising=False)
-    assert ops.resolve_backend("damsm_word_similarity", "cpu") == "torch"
+def test_damsm_similarity_forward_is_the_torch_backends_numbers():
+    """The cpu composite runs the torch backend's forward (the float32 reference) and differs only
+    in how its backward is formed; under bf16 autocast it stays float32 inside."""
+    torch.manual_seed(0)
+    v, e = torch.randn(5, 8, 9).bfloat16(), torch.randn(5, 8, 6).bfloat16()
+    lens = torch.tensor([6, 3, 1, 6, 2])
+    got = cpu.damsm_word_similarity_cpu(v, e, lens, 4.0, 5.0)
+    call = registry.Call(v.device, v.dtype, {"img_local": tuple(v.shape), "words": tuple(e.shape)})
+    want = registry.choose("damsm_word_similarity", call, "torch").forward_op(v, e, lens, 4.0, 5.0)
+    assert got.dtype == want.dtype == torch.float32 and torch.equal(got, want)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(cpu.damsm_word_similarity_cpu(v, e, lens, 4.0, 5.0), want)
 
 
 def test_upblock_on_cpu_runs_the_cpu_batch_norm(monkeypatch):

@@ -51,6 +51,7 @@ CPU_BACKEND_OPS = {
     "upsample_conv3x3",
     "upsample_conv3x3_bn_glu",
     "word_attention",
+    "damsm_word_similarity",
 }
 
 
