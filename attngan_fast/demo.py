@@ -87,7 +87,7 @@ class DemoSettings:
     lambda_: float = 5.0
     ema_decay: float = 0.99
     sample_every: int = 250
-    # The GAN's precision: "auto" is bf16 on CPUs with AVX-512 BF16 / AMX (2.5x the fp32 step of
+    # The GAN's precision: "auto" is bf16 on CPUs with AVX-512 BF16 / AMX (2.47x the fp32 step of
     # the library before its CPU path, 1.4x its fp32 step now; benchmarks/NOTES.md, "CPU path"),
     # fp32 elsewhere. At equal steps bf16 scored 7-9 points lower than fp32, at equal time higher.
     precision: str = "auto"
