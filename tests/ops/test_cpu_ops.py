@@ -94,13 +94,19 @@ def test_channels_last_glu_backward_gradcheck(channels_last):
     assert torch.autograd.gradcheck(fn, (x, w, b))
 
 
-def test_glu_backward_halves_is_the_glu_gradient():
-    z = torch.randn(2, 6, 4, 3, dtype=torch.float64).contiguous(memory_format=CL)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "grad_nchw"])
+def test_glu_backward_is_the_glu_gradient(layout):
+    z = torch.randn(2, 6, 4, 3, dtype=torch.float64)
+    if layout != "contiguous":
+        z = z.contiguous(memory_format=CL)
     z.requires_grad_()
     grad_y = torch.randn(2, 3, 4, 3, dtype=torch.float64)
+    if layout == "channels_last":
+        grad_y = grad_y.contiguous(memory_format=CL)
     (want,) = torch.autograd.grad(F.glu(z, dim=1), z, grad_y)
-    got = cpu.glu_backward_halves(grad_y, z[:, :3].detach(), z[:, 3:].detach().sigmoid())
-    assert got.is_contiguous(memory_format=CL)
+    got = cpu.glu_backward(grad_y, z.detach())
+    fmt = torch.contiguous_format if layout == "contiguous" else CL
+    assert got.is_contiguous(memory_format=fmt)
     torch.testing.assert_close(got, want)
 
 
