@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from attngan_fast import ops
 from attngan_fast.ops import cpu, registry
-from tests.parity import assert_rel_parity
+from tests.parity import assert_rel_parity, sum_slack_eps
 
 CL = torch.channels_last
 DTYPES = [torch.float32, torch.bfloat16]
@@ -74,9 +74,15 @@ def test_batch_norm_parity_relative_to_the_torch_backend(mode, dtype, channels_l
         assert fast[1][0].is_contiguous(memory_format=CL)
     assert fast[0].dtype == dtype
     assert_rel_parity("y", fast[0], ref[0], exact[0], dtype)
+    # The weight and bias gradients (the last two) sum B H W terms per channel: in one thread
+    # ATen's channels-last backward sums them in one running float32 sum (7.7e-7 relative error
+    # against the torch backend's 1.1e-7 on this shape), hence the summation slack there.
+    n_params = 2
     for i, (gf, gr, ge) in enumerate(zip(fast[1], ref[1], exact[1])):
         assert gf.dtype == gr.dtype
-        assert_rel_parity(f"grad {i}", gf, gr, ge, dtype)
+        summed = i >= len(fast[1]) - n_params
+        slack = sum_slack_eps(dtype, shape[0] * shape[2] * shape[3]) if summed else 4.0
+        assert_rel_parity(f"grad {i}", gf, gr, ge, dtype, slack_eps=slack)
     for sf, sr, se in zip(fast[2], ref[2], exact[2]):
         assert_rel_parity("running stats", sf, sr, se, torch.float32)
 
