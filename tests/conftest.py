@@ -13,6 +13,12 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+# Under pytest-xdist (``-n``) the workers share the cores: one torch thread each, or 2 workers on
+# 2 cores run 4 threads and the OpenMP barriers spin against each other.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
