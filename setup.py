@@ -67,15 +67,17 @@ def _want_cuda_extension() -> tuple[bool, str]:
 
 
 class BuildPyWithSources(build_py):
-    """build_py that also copies ``csrc/`` into the package, for the first-use build."""
+    """build_py that also copies ``csrc/`` (CUDA) and ``csrc/cpu/`` (the CPU extension) into the
+    package, for their first-use builds."""
 
     def run(self) -> None:
         super().run()
         target = Path(self.build_lib) / "attngan_fast" / "_csrc"
-        target.mkdir(parents=True, exist_ok=True)
-        for source in CSRC.iterdir():
-            if source.suffix in (".cu", ".cuh", ".cpp"):
-                shutil.copy2(source, target / source.name)
+        for folder, dest in ((CSRC, target), (CSRC / "cpu", target / "cpu")):
+            dest.mkdir(parents=True, exist_ok=True)
+            for source in folder.iterdir():
+                if source.suffix in (".cu", ".cuh", ".cpp", ".h"):
+                    shutil.copy2(source, dest / source.name)
 
 
 def _extension_kwargs() -> dict:

@@ -5,10 +5,11 @@
 
 Versions (attngan-fast, Python, torch and the CUDA it was built with, Triton), whether the CUDA
 extension ``attngan_fast._C`` is built and for which architectures (or why not, and whether the
-``cuda`` backend can build it on first use), the toolkit found for such a build, and each visible
-GPU's name and compute capability (torch), with driver and memory from NVML when nvidia-ml-py is
-installed (``pip install "attngan-fast[gpu]"``). Reading this builds nothing and never fails on a
-missing piece: what cannot be read says so.
+``cuda`` backend can build it on first use), whether the CPU extension can be built here, the
+toolkit found for such a build, and each visible GPU's name and compute capability (torch),
+with driver and memory from NVML when nvidia-ml-py is installed
+(``pip install "attngan-fast[gpu]"``). Reading this builds nothing and never fails on a missing
+piece: what cannot be read says so.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 import attngan_fast
-from attngan_fast.ops import cuda_build, cuda_ext
+from attngan_fast.ops import cpu_ext, cuda_build, cuda_ext
 
 
 def triton_version() -> str | None:
@@ -109,6 +110,7 @@ def report() -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(),
         "triton": triton_version() or "not installed",
         "extension": cuda_ext.extension_status(),
+        "cpu_extension": cpu_ext.status(),
         "cuda_toolkit": {
             "path": str(home) if home else None,
             "found_by": how,
@@ -133,6 +135,12 @@ def _lines(data: dict[str, Any]) -> list[str]:
         ext_line = f"built ({ext['file']}; {where})" + (f"; MISSING {missing}" if missing else "")
     else:
         ext_line = f"not built ({ext['import_error']}); first-use build {ext['first_use_build']}"
+    cpu = data["cpu_extension"]
+    cpu_line = (
+        f"{cpu['name']} ({cpu['flags']}): " + ("loaded" if cpu["loaded"] else "built on first use")
+        if cpu["unavailable"] is None
+        else f"off ({cpu['unavailable']}): the cpu backend uses ATen's kernels"
+    )
     kit = data["cuda_toolkit"]
     kit_line = (
         f"{kit['path']} (nvcc {kit['nvcc']}, found by {kit['found_by']})"
@@ -153,6 +161,7 @@ def _lines(data: dict[str, Any]) -> list[str]:
         f"archs {' '.join(data['torch_archs']) or '-'})",
         f"triton        {data['triton']}",
         f"_C            {ext_line}",
+        f"CPU ext       {cpu_line}",
         f"toolkit       {kit_line} (C++ standard for torch's headers: {kit['cxx_standard']})",
         f"GPUs (torch)  {'; '.join(gpus) if gpus else 'none visible'}",
         f"GPUs (NVML)   {'; '.join(nvml_lines) if nvml_lines else 'none'}",

@@ -10,9 +10,12 @@ This module is the ``cpu`` backend, first in the automatic order on CPU tensors 
 backend and the ``reference`` stay selectable by name, ``use_backend`` or the environment variable):
 
 * ``batch_norm_act``: kernels with the op's contract (``batch_norm_act_forward`` /
-  ``batch_norm_act_backward``, see ``attngan_fast/ops/batch_norm.py``): native batch norm, then
-  GLU or + residual; the backward recomputes the normalised map for the GLU and runs ATen's
-  batch-norm backward;
+  ``batch_norm_act_backward``, see ``attngan_fast/ops/batch_norm.py``). BatchNorm + GLU on a
+  channels-last map or a B x 2C matrix (fp32 / bf16 / fp16): the CPU extension's fused kernels
+  (``csrc/cpu/``, built on first use by ``attngan_fast/ops/cpu_ext.py``), two passes each way.
+  Otherwise, and wherever the extension cannot be built: native batch norm, then GLU or
+  + residual; the backward recomputes the normalised map for the GLU and runs ATen's batch-norm
+  backward;
 * ``upsample_conv3x3``: the reference composition (nearest upsample, then oneDNN's 3x3 kernel),
   differentiated by autograd;
 * ``upsample_conv3x3_bn_glu``: that convolution, then this backend's BatchNorm + GLU;
@@ -31,6 +34,7 @@ from attngan_fast.ops import (
     _checks,
     _layout,
     batch_norm,
+    cpu_ext,
     registry,
     upsample_conv,
     upsample_conv_bn,
@@ -92,10 +96,14 @@ def batch_norm_act_forward(
     eps: float,
     mode: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``batch_norm_act_forward`` of the contract: native batch norm (statistics accumulated in
-    float32 for low-precision x), then ``glu`` or ``+ residual``. bf16 / fp16 maps run in NCHW
-    (``_low_precision_forward``)."""
+    """``batch_norm_act_forward`` of the contract. ``glu`` on a channels-last map or a B x 2C
+    matrix: the CPU extension's fused kernel where it is available (``_fused_glu_forward``).
+    Otherwise native batch norm (statistics accumulated in float32 for low-precision x), then
+    ``glu`` or ``+ residual``; bf16 / fp16 maps run in NCHW (``_low_precision_forward``)."""
     w, b = _params(x, weight, bias)
+    ext = _fused_glu_extension(x) if mode == "glu" else None
+    if ext is not None:
+        return _fused_glu_forward(ext, x, w, b, running_mean, running_var, training, eps)
     if x.dtype in _LOW:
         return _low_precision_forward(
             x, residual, w, b, running_mean, running_var, training, eps, mode
@@ -128,7 +136,11 @@ def batch_norm_act_backward(
     """``batch_norm_act_backward`` of the contract: the GLU's backward on the recomputed batch-norm
     output (one native pass), then the native batch-norm backward. Both in float32 for bf16 / fp16
     inputs (the gradients of the BatchNorm parameters sum B H W terms; rounding them to bf16 first
-    would cost ~2^-9 relative error), grad_x rounded to x's dtype once at the end."""
+    would cost ~2^-9 relative error), grad_x rounded to x's dtype once at the end. ``glu`` on a
+    channels-last map or a B x 2C matrix: the CPU extension's fused kernel where available."""
+    ext = _fused_glu_extension(x) if mode == "glu" else None
+    if ext is not None:
+        return _fused_glu_backward(ext, grad_y, x, weight, bias, mean, var, training, eps)
     if x.dtype in _LOW:
         return _low_precision_backward(grad_y, x, weight, bias, mean, var, training, eps, mode)
     acc = _checks.acc_dtype(x.dtype)
@@ -250,6 +262,89 @@ def _batch_norm_backward_as_is(
     )
     return (
         grad_x,
+        grad_w.to(weight.dtype) if weight is not None else None,
+        grad_b.to(bias.dtype) if bias is not None else None,
+    )
+
+
+# BatchNorm + GLU on the CPU extension (``attngan_fast/ops/cpu_ext.py``): fp32 / bf16 / fp16
+# maps whose memory is a matrix of pixel rows (channels-last B x 2C x H x W, or B x 2C), in two
+# passes each way instead of ATen's half dozen (and no NCHW round trip for bf16).
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _rows_layout(x: Tensor) -> bool:
+    """True when x's memory is the (B H W) x C matrix of its pixel rows."""
+    if x.dim() == 2:
+        return x.is_contiguous()
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=_CL)
+
+
+def _fused_glu_extension(x: Tensor):
+    """The CPU extension if it takes this map (and can be had here), else None."""
+    if x.dtype not in _FUSED_DTYPES or x.numel() == 0 or x.shape[1] % 2 or not _rows_layout(x):
+        return None
+    return cpu_ext.extension()
+
+
+def _as_rows(t: Tensor) -> Tensor:
+    """A B x C matrix as it is, a channels-last map as its pixel rows (views)."""
+    return t if t.dim() == 2 else _pixel_rows(t)
+
+
+def _from_rows(rows: Tensor, like: Tensor) -> Tensor:
+    """Pixel rows (P x C) back to a map shaped like ``like`` (channels-last), or the matrix."""
+    if like.dim() == 2:
+        return rows
+    b, _, h, w = like.shape
+    return rows.view(b, h, w, rows.shape[1]).permute(0, 3, 1, 2)
+
+
+def _fused_glu_forward(
+    ext,
+    x: Tensor,
+    w: Tensor,
+    b: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The forward on the extension: y in x's dtype and layout, batch statistics in float32."""
+    mean_in = w if training else running_mean  # (unused in training)
+    var_in = w if training else running_var
+    y, mean, var = ext.batch_norm_glu_rows_forward(
+        _as_rows(x), w.float(), b.float(), mean_in, var_in, training, eps
+    )
+    if not training:
+        mean, var = x.new_empty(0, dtype=torch.float32), x.new_empty(0, dtype=torch.float32)
+    return _from_rows(y, x), mean, var
+
+
+def _fused_glu_backward(
+    ext,
+    grad_y: Tensor,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    training: bool,
+    eps: float,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The backward on the extension: grad_y brought to x's dtype and layout (one pass, only if
+    it differs: non-contiguous, stride-0 or NCHW gradients), grad_x in x's dtype and layout, the
+    parameters' gradients summed in float64 and returned in their dtype."""
+    channels = x.shape[1]
+    w = weight.float() if weight is not None else x.new_ones(channels, dtype=torch.float32)
+    b = bias.float() if bias is not None else x.new_zeros(channels, dtype=torch.float32)
+    fmt = _CL if x.dim() == 4 else torch.contiguous_format
+    gy = grad_y.to(x.dtype).contiguous(memory_format=fmt)
+    grad_x, grad_w, grad_b = ext.batch_norm_glu_rows_backward(
+        _as_rows(gy), _as_rows(x), w, b, mean, var, training, eps
+    )
+    return (
+        _from_rows(grad_x, x),
         grad_w.to(weight.dtype) if weight is not None else None,
         grad_b.to(bias.dtype) if bias is not None else None,
     )

@@ -73,3 +73,16 @@ def test_compiled_archs_reads_a_fatbin(monkeypatch, tmp_path):
         "sass": ["sm_80", "sm_90"],
         "ptx": ["compute_90"],
     }
+
+
+def test_cpu_extension_line_says_whether_it_can_be_built(capsys, monkeypatch):
+    from attngan_fast.ops import cpu_ext
+
+    monkeypatch.setattr(cpu_ext, "_state", {"tried": False, "module": None, "why": None})
+    monkeypatch.setenv(cpu_ext.ENV, "0")
+    assert cli.main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert f"CPU ext       off ({cpu_ext.ENV}=0): the cpu backend uses ATen's kernels" in out
+    monkeypatch.setattr(cpu_ext, "why_unavailable", lambda: None)
+    assert cli.main(["env"]) == 0
+    assert f"CPU ext       {cpu_ext.module_name()} (-O3 -fopenmp" in capsys.readouterr().out
