@@ -8,7 +8,7 @@ float32 arithmetic for fp32 / bf16 / fp16 maps (``attngan_fast/ops/cpu.py`` uses
 The first call in a process compiles it with ``torch.utils.cpp_extension.load`` for this CPU
 (``-march=native``: the module name carries a hash of the CPU's instruction-set flags, so a cache
 shared by different machines never hands one the other's binary) into torch's extension cache
-(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``): about 40 s on 2 cores, once;
+(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``): 30-50 s on 2 cores, once;
 later processes load it in a second. It needs a C++ compiler with OpenMP (``g++`` / ``clang++``)
 and ``ninja``. Where the build is impossible or fails, or ``ATTNGAN_FAST_CPU_EXTENSION=0``,
 :func:`extension` returns None (saying why once on the ``attngan_fast`` logger) and the ``cpu``
@@ -113,7 +113,7 @@ def _load() -> tuple[ModuleType | None, str | None]:
     folder = source_dir()
     name = module_name()
     start = time.perf_counter()
-    log.info("attngan-fast: loading the CPU extension %s (the first time: a ~40 s build)", name)
+    log.info("attngan-fast: loading the CPU extension %s (the first time: a 30-50 s build)", name)
     try:
         module = cpp.load(
             name=name,
