@@ -280,7 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the crop only (birds all facing one way); none = the centre crop",
     )
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm in the Ds (multi-GPU)")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels-last memory format for the image networks (default: on for bf16 on a "
+        "CPU, where it is 1.7x faster; off elsewhere)",
+    )
     p.add_argument(
         "--compile",
         action="store_true",

@@ -35,6 +35,7 @@ Library variants (``--variants``, comma-separated):
   defaults on a CPU, the demo's layout);
 * ``fast``  -- the CPU fast path: the ``cpu`` backend, bf16 autocast where the CPU has native
   bf16 (fp32 otherwise), channels-last, fused Adam;
+* ``fast-nchw`` -- ``fast`` in NCHW;
 * ``fast-compile`` -- ``fast`` with G, the Ds and the image encoder compiled by inductor (C++);
   the compilation is in the warm-up line;
 * ``cpu-fp32-cl-compile`` -- ``cpu-fp32-cl`` compiled the same way.
@@ -261,11 +262,11 @@ def library_runner(variant: str, batch: int, config: str = "birds") -> Runner:
         precision = "bf16"
     elif variant in ("cpu-fp32", "cpu-fp32-cl", "cpu-fp32-cl-compile"):
         channels_last, cpu_backend = variant != "cpu-fp32", True
-    elif variant in ("fast", "fast-compile"):
+    elif variant in ("fast", "fast-compile", "fast-nchw"):
         from attngan_fast.ops import cpu
 
         precision = "bf16" if cpu.native_bf16() else "fp32"
-        channels_last, cpu_backend = True, True
+        channels_last, cpu_backend = variant != "fast-nchw", True
     elif variant not in ("fp32", "before"):
         raise SystemExit(f"unknown library variant {variant!r}")
     state = build_gan_state(cfg, VOCAB, "cpu", precision, channels_last=channels_last, **kwargs)

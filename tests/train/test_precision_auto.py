@@ -70,3 +70,22 @@ def test_progress_line_names_the_threads():
     finally:
         torch.set_num_threads(old)
     assert device_summary(torch.device("cuda", 0), "fp32") == "cuda:0, fp32"
+
+
+def test_channels_last_defaults_to_on_for_bf16_on_a_cpu_only():
+    from attngan_fast.train.gan_trainer import resolve_channels_last
+
+    assert resolve_channels_last(None, CPU, "bf16") is True
+    assert resolve_channels_last(None, CPU, "fp32") is False
+    assert resolve_channels_last(None, torch.device("cuda"), "bf16") is False
+    assert resolve_channels_last(False, CPU, "bf16") is False  # --no-channels-last
+    assert resolve_channels_last(True, CPU, "fp32") is True
+
+
+def test_train_command_line_channels_last_flags():
+    from attngan_fast.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["train", "--data", "d"]).channels_last is None
+    assert parse(["train", "--data", "d", "--channels-last"]).channels_last is True
+    assert parse(["train", "--data", "d", "--no-channels-last"]).channels_last is False

@@ -137,3 +137,31 @@ def test_gpu_run_and_resume(tmp_path, synth_root, damsm_files, precision):
     saved = ckpt.load(files.checkpoint)
     assert saved["step"] == 5
     assert (saved["scaler"] is not None) == (precision == "fp16")
+
+
+@pytest.mark.parametrize(
+    "precision, flag, want", [("bf16", None, True), ("fp32", None, False), ("bf16", False, False)]
+)
+def test_cpu_memory_format_follows_the_precision(
+    tmp_path, synth_root, damsm_files, monkeypatch, capsys, precision, flag, want
+):
+    """Without --channels-last / --no-channels-last, bf16 on a CPU trains channels-last (and says
+    so), fp32 in NCHW; an explicit flag wins."""
+    from attngan_fast.train import gan_trainer
+
+    seen = []
+    real = gan_trainer.build_gan_state
+    monkeypatch.setattr(
+        gan_trainer,
+        "build_gan_state",
+        lambda *a, **k: seen.append(k["channels_last"]) or real(*a, **k),
+    )
+    opts = gan_opts(
+        tmp_path, synth_root, damsm_files, precision=precision, channels_last=flag, max_steps=1
+    )
+    train_gan(tiny_gan_cfg(), opts)
+    assert seen == [want]
+    said = (
+        "channels-last: on (bf16 on a CPU; --no-channels-last for NCHW)" in capsys.readouterr().out
+    )
+    assert said == (want and flag is None)
