@@ -113,7 +113,13 @@ def _load() -> tuple[ModuleType | None, str | None]:
     folder = source_dir()
     name = module_name()
     start = time.perf_counter()
-    log.info("attngan-fast: loading the CPU extension %s (the first time: a 30-50 s build)", name)
+    building = not _in_cache(cpp, name)
+    (log.warning if building else log.info)(
+        "attngan-fast: %s the CPU extension %s%s",
+        "building" if building else "loading",
+        name,
+        f" for this CPU (30-50 s, once; {ENV}=0 turns it off)" if building else "",
+    )
     try:
         module = cpp.load(
             name=name,
@@ -126,8 +132,20 @@ def _load() -> tuple[ModuleType | None, str | None]:
         why = f"the build failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}"
         log.warning("attngan-fast: CPU extension unavailable (%s); using ATen's kernels", why)
         return None, why
-    log.info("attngan-fast: CPU extension ready in %.1f s", time.perf_counter() - start)
+    (log.warning if building else log.info)(
+        "attngan-fast: CPU extension ready in %.1f s", time.perf_counter() - start
+    )
     return module, None
+
+
+def _in_cache(cpp: ModuleType, name: str) -> bool:
+    """Whether torch's extension cache already holds a build of ``name`` (then loading takes a
+    second; torch still rebuilds it if the sources changed)."""
+    try:
+        folder = Path(cpp._get_build_directory(name, verbose=False))
+    except Exception:  # a private helper of torch: absent or changed, say "building"
+        return False
+    return (folder / f"{name}.so").is_file()
 
 
 def status() -> dict[str, object]:
